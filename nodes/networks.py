@@ -1,0 +1,115 @@
+"""Build ComfyUI-managed networks from X-Portrait component state dicts.
+
+Every X-Portrait network shares the SD1.5 UNet topology, so one detected UNet config serves the
+generation UNet, the reference net and both ControlNets (also for the tiny test models). Each
+network is wrapped in a ModelPatcher so ComfyUI's memory manager loads and offloads it.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.cldm.cldm
+import comfy.model_detection
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.ops
+import comfy.sd
+import comfy.supported_models
+import comfy.utils
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+WEIGHT_DTYPE_TOOLTIP = ("Weight dtype on the GPU. auto lets ComfyUI choose (fp16 on most GPUs, fp32 on CPU); "
+                        "fp32 reproduces the official numbers bit for bit at 2x the memory.")
+
+
+def sd15_model_config(unet_like_sd: dict) -> comfy.supported_models.SD15:
+    """SD1.5 model config (with SD1.5's 8-heads rule) detected from UNet-shaped weights."""
+    detected = comfy.model_detection.detect_unet_config(unet_like_sd, "")
+    return comfy.supported_models.SD15(detected)
+
+
+def _dtypes(sd: dict, weight_dtype: str, supported) -> tuple[torch.device, torch.dtype, object]:
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype '{weight_dtype}' is not one of {sorted(WEIGHT_DTYPES)}")
+    load_device = mm.get_torch_device()
+    dtype = WEIGHT_DTYPES[weight_dtype]
+    if dtype is None:
+        dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd), supported_dtypes=list(supported),
+                              weight_dtype=comfy.utils.weight_dtype(sd))
+    manual_cast = mm.unet_manual_cast(dtype, load_device, supported)
+    return load_device, dtype, manual_cast
+
+
+def _strict_load(module: torch.nn.Module, sd: dict, what: str) -> None:
+    missing, unexpected = module.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{what}: weights do not fit the detected architecture; missing {sorted(missing)[:8]}"
+                         f" ({len(missing)}), unexpected {sorted(unexpected)[:8]} ({len(unexpected)})")
+
+
+def build_base_model(unet_sd: dict, weight_dtype: str = "auto") -> comfy.model_patcher.ModelPatcher:
+    """The generation UNet as a ComfyUI SD1.5 MODEL (eps, scaled-linear schedule)."""
+    model_config = sd15_model_config(unet_sd)
+    supported = model_config.supported_inference_dtypes
+    load_device, dtype, manual_cast = _dtypes(unet_sd, weight_dtype, supported)
+    model_config.set_inference_dtype(dtype, manual_cast, device=load_device)
+    model = model_config.get_model(unet_sd, "")
+    patcher = comfy.model_patcher.CoreModelPatcher(model, load_device=load_device,
+                                                    offload_device=mm.unet_offload_device())
+    _strict_load(model.diffusion_model, model_config.process_unet_state_dict(dict(unet_sd)), "generation UNet")
+    return patcher
+
+
+def _unet_kwargs(sd: dict, dtype: torch.dtype, manual_cast) -> dict:
+    config = dict(sd15_model_config(sd).unet_config)
+    config.update(dtype=dtype, device=mm.unet_offload_device(),
+                  operations=comfy.ops.pick_operations(dtype, manual_cast))
+    return config
+
+
+def build_reference_net(ref_sd: dict, weight_dtype: str = "auto") -> comfy.model_patcher.ModelPatcher:
+    """The appearance net: an SD1.5 UNet whose `out` head is never used (the bank is all we read).
+
+    Its `input_hint_block` is unused by X-Portrait and is dropped here.
+    """
+    sd = {k: v for k, v in ref_sd.items() if not k.startswith("input_hint_block.")}
+    load_device, dtype, manual_cast = _dtypes(sd, weight_dtype, (torch.float16, torch.bfloat16, torch.float32))
+    net = UNetModel(**_unet_kwargs(sd, dtype, manual_cast))
+    net.out = torch.nn.Identity()
+    _strict_load(net, sd, "reference net")
+    net.eval()
+    return comfy.model_patcher.CoreModelPatcher(net, load_device=load_device, offload_device=mm.unet_offload_device())
+
+
+def build_controlnet(control_sd: dict, weight_dtype: str = "auto") -> comfy.model_patcher.ModelPatcher:
+    """An LDM ControlNet (3-channel hint) wrapped for ComfyUI's memory manager."""
+    load_device, dtype, manual_cast = _dtypes(control_sd, weight_dtype, (torch.float16, torch.bfloat16, torch.float32))
+    config = _unet_kwargs(control_sd, dtype, manual_cast)
+    for key in ("out_channels", "transformer_depth_output"):
+        config.pop(key, None)
+    config["hint_channels"] = control_sd["input_hint_block.0.weight"].shape[1]
+    net = comfy.cldm.cldm.ControlNet(**config)
+    _strict_load(net, control_sd, "motion ControlNet")
+    net.eval()
+    patcher = comfy.model_patcher.CoreModelPatcher(net, load_device=load_device, offload_device=mm.unet_offload_device())
+    patcher.manual_cast_dtype = manual_cast
+    return patcher
+
+
+def _vae_ddconfig(vae_sd: dict) -> dict:
+    """The LDM AutoencoderKL config read off the weights' shapes (official or tiny widths)."""
+    ch = vae_sd["encoder.conv_in.weight"].shape[0]
+    levels = 1 + max(int(k.split(".")[2]) for k in vae_sd if k.startswith("encoder.down."))
+    ch_mult = [vae_sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in range(levels)]
+    blocks = 1 + max(int(k.split(".")[4]) for k in vae_sd if k.startswith("encoder.down.0.block."))
+    return {"double_z": True, "z_channels": vae_sd["decoder.conv_in.weight"].shape[1], "resolution": 256,
+            "in_channels": 3, "out_ch": 3, "ch": ch, "ch_mult": ch_mult, "num_res_blocks": blocks,
+            "attn_resolutions": [], "dropout": 0.0}
+
+
+def build_vae(vae_sd: dict) -> comfy.sd.VAE:
+    """ComfyUI VAE from LDM `first_stage_model.*` weights (prefix stripped), any width."""
+    params = {"ddconfig": _vae_ddconfig(vae_sd), "embed_dim": vae_sd["post_quant_conv.weight"].shape[1]}
+    vae = comfy.sd.VAE(sd=dict(vae_sd), config={"params": params})
+    return vae

@@ -1,0 +1,132 @@
+"""Loader nodes: base model, temporal modules, reference net, the two motion ControlNets."""
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import safetensors.torch
+from comfy_api.latest import io
+
+from ..xportrait_core.temporal import TemporalModuleSet
+
+from . import model_files
+from .networks import (WEIGHT_DTYPE_TOOLTIP, WEIGHT_DTYPES, build_base_model, build_controlnet,
+                       build_reference_net, build_vae)
+from .types import MotionControlNet, ReferenceNet, TemporalModules
+
+CATEGORY = "X-Portrait/loaders"
+FILE_TOOLTIP = ("A file in models/xportrait: the official model_state-415001.th (split on first use) or a file "
+                "converted by `python -m xportrait_core.convert`.")
+
+
+def _file_input():
+    return io.Combo.Input("model_file", options=model_files.model_files(), tooltip=FILE_TOOLTIP)
+
+
+def _dtype_input():
+    return io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="auto", tooltip=WEIGHT_DTYPE_TOOLTIP)
+
+
+class LoadBaseModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLoadBaseModel", display_name="Load X-Portrait Base Model", category=CATEGORY,
+            description="The SD1.5 UNet and VAE stored inside the X-Portrait file (or the converted "
+                        "xportrait_base_sd15 file). A plain SD1.5 checkpoint from the core loader also works.",
+            inputs=[_file_input(), _dtype_input()],
+            outputs=[io.Model.Output(), io.Vae.Output()])
+
+    @classmethod
+    def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
+        unet = model_files.load_component(model_file, "unet")
+        vae = model_files.load_component(model_file, "vae")
+        return io.NodeOutput(build_base_model(unet, weight_dtype), build_vae(vae))
+
+
+class LoadTemporalModules(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLoadTemporalModules", display_name="Load X-Portrait Temporal Modules", category=CATEGORY,
+            description="The 20 temporal (motion) modules that make frames of a window consistent.",
+            inputs=[_file_input(), _dtype_input()],
+            outputs=[TemporalModules.Output(display_name="temporal_modules")])
+
+    @classmethod
+    def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
+        sd = model_files.load_component(model_file, "temporal")
+        modules = TemporalModuleSet.from_state_dict(sd)
+        dtype = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype()
+        modules = modules.to(dtype=dtype).eval()
+        patcher = comfy.model_patcher.ModelPatcher(modules, load_device=mm.get_torch_device(),
+                                                   offload_device=mm.unet_offload_device())
+        return io.NodeOutput(patcher)
+
+
+class LoadReferenceNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLoadReferenceNet", display_name="Load X-Portrait Reference Net", category=CATEGORY,
+            description="The appearance (reference) net that carries the portrait's identity into every frame.",
+            inputs=[_file_input(), _dtype_input()],
+            outputs=[ReferenceNet.Output(display_name="reference_net")])
+
+    @classmethod
+    def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
+        return io.NodeOutput(build_reference_net(model_files.load_component(model_file, "reference_net"), weight_dtype))
+
+
+class LoadMotionControlNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLoadMotionControlNet", display_name="Load X-Portrait Motion ControlNet",
+            category=CATEGORY, description="The global motion ControlNet, driven by the aligned driving frames.",
+            inputs=[_file_input(), _dtype_input()],
+            outputs=[MotionControlNet.Output(display_name="motion_controlnet")])
+
+    @classmethod
+    def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
+        return io.NodeOutput(build_controlnet(model_files.load_component(model_file, "pose_controlnet"), weight_dtype))
+
+
+class LoadLocalControlNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLoadLocalControlNet", display_name="Load X-Portrait Local ControlNet",
+            category=CATEGORY, description="The local ControlNet, driven by eye and mouth patches of the driving frames.",
+            inputs=[_file_input(), _dtype_input()],
+            outputs=[MotionControlNet.Output(display_name="local_controlnet")])
+
+    @classmethod
+    def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
+        return io.NodeOutput(build_controlnet(model_files.load_component(model_file, "local_controlnet"), weight_dtype))
+
+
+class LoadPromptEmbedding(io.ComfyNode):
+    """X-Portrait only ever uses the empty prompt: a stored embedding spares loading CLIP."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLoadPromptEmbedding", display_name="Load X-Portrait Prompt Embedding",
+            category=CATEGORY,
+            description="A stored text embedding (safetensors key 'context', [1,77,C]) as CONDITIONING. X-Portrait "
+                        "always uses the empty prompt; CLIP Text Encode with an empty text gives the same.",
+            inputs=[io.Combo.Input("embedding_file", options=model_files.model_files(),
+                                   tooltip="A .safetensors file in models/xportrait holding a 'context' tensor.")],
+            outputs=[io.Conditioning.Output()])
+
+    @classmethod
+    def execute(cls, embedding_file) -> io.NodeOutput:
+        tensors = safetensors.torch.load_file(model_files.resolve(embedding_file))
+        if "context" not in tensors or tensors["context"].ndim != 3:
+            raise ValueError(f"embedding_file '{embedding_file}' has no [1,77,C] 'context' tensor "
+                             f"(keys: {sorted(tensors)[:5]})")
+        return io.NodeOutput([[tensors["context"].float(), {}]])
+
+
+LOADER_NODES = [LoadBaseModel, LoadTemporalModules, LoadReferenceNet, LoadMotionControlNet, LoadLocalControlNet,
+                LoadPromptEmbedding]

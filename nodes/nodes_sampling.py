@@ -1,0 +1,138 @@
+"""Sampling nodes: patch the MODEL, attach motion control, build the start latent."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from .motion_control import MotionHints, XPortraitMotionControl
+from .types import Driving, MotionControlNet, ReferenceNet, TemporalModules
+from .window_sampling import WINDOW_MODES, WindowOptions
+from .xportrait_patch import apply_xportrait, encode_references
+
+CATEGORY = "X-Portrait"
+
+
+class ApplyXPortrait(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitApply", display_name="Apply X-Portrait", category=CATEGORY,
+            description="Patches a MODEL with X-Portrait's temporal modules, reference attention to the portrait and "
+                        "frame windows. Sample it with any KSampler; the patch is removed after sampling.",
+            inputs=[
+                io.Model.Input("model", tooltip="The SD1.5 base model (from Load X-Portrait Base Model)."),
+                TemporalModules.Input("temporal_modules", tooltip="From Load X-Portrait Temporal Modules."),
+                ReferenceNet.Input("reference_net", tooltip="From Load X-Portrait Reference Net."),
+                io.Vae.Input("vae", tooltip="Encodes the reference image(s)."),
+                io.Image.Input("reference_image", tooltip="The portrait (512x512 is the official size). A batch of "
+                               "several images gives several references; their banks are concatenated."),
+                io.Float.Input("reference_strength", default=1.0, min=0.0, max=2.0, step=0.01,
+                               tooltip="1.0 = official; 0 = no reference attention (identity is lost)."),
+                io.Combo.Input("window_mode", options=list(WINDOW_MODES), default="official",
+                               tooltip="official: X-Portrait's circular windows with a seeded random offset each step. "
+                                       "sliding: fixed windows blended across overlaps (steadier on long clips). "
+                                       "off: all frames in one pass (at most 24)."),
+                io.Int.Input("window_length", default=16, min=1, max=24,
+                             tooltip="Frames per window (16 = official, the temporal modules' training length)."),
+                io.Int.Input("window_overlap", default=4, min=0, max=23,
+                             tooltip="Frames shared by neighbouring windows (4 = official)."),
+            ],
+            outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, model, temporal_modules, reference_net, vae, reference_image, reference_strength,
+                window_mode, window_length, window_overlap) -> io.NodeOutput:
+        windows = WindowOptions(window_mode, window_length, window_overlap)
+        latents = encode_references(vae, model, reference_image)
+        return io.NodeOutput(apply_xportrait(model, temporal_modules, reference_net, latents, reference_strength,
+                                             windows))
+
+
+class MotionControl(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitMotionControl", display_name="X-Portrait Motion Control", category=CATEGORY,
+            description="Drives the conditional pass with the motion and local ControlNets. Connect both "
+                        "conditionings: the unconditional pass gets no control (as in X-Portrait) but can still be "
+                        "batched with the conditional one.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Positive conditioning (X-Portrait uses the empty prompt)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning; passes through without control."),
+                MotionControlNet.Input("motion_controlnet", tooltip="From Load X-Portrait Motion ControlNet."),
+                MotionControlNet.Input("local_controlnet", tooltip="From Load X-Portrait Local ControlNet."),
+                Driving.Input("driving", tooltip="Encoded driving frames (aligned frames and eye/mouth hints)."),
+                io.Float.Input("motion_strength", default=1.0, min=0.0, max=2.0, step=0.01,
+                               tooltip="Global motion ControlNet strength; 1.0 = official, 0 = off."),
+                io.Float.Input("local_strength", default=1.0, min=0.0, max=2.0, step=0.01,
+                               tooltip="Eye/mouth ControlNet strength; 1.0 = official, 0 = off."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Sampling progress at which control starts."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Sampling progress at which control stops."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")])
+
+    @classmethod
+    def execute(cls, positive, negative, motion_controlnet, local_controlnet, driving, motion_strength,
+                local_strength, start_percent, end_percent) -> io.NodeOutput:
+        if start_percent > end_percent:
+            raise ValueError(f"start_percent {start_percent} is after end_percent {end_percent}; swap them")
+        control = XPortraitMotionControl(motion_controlnet, local_controlnet, driving, motion_strength, local_strength)
+        control.timestep_percent_range = (start_percent, end_percent)
+        out = []
+        for conditioning in (positive, negative):
+            attached = []
+            for tensor, options in conditioning:
+                options = options.copy()
+                previous = options.get("control")
+                this = control if previous is None else control.copy().set_previous_controlnet(previous)
+                this.timestep_percent_range = (start_percent, end_percent)
+                options["control"] = this
+                options["control_apply_to_uncond"] = False
+                attached.append([tensor, options])
+            out.append(attached)
+        return io.NodeOutput(out[0], out[1])
+
+
+class DrivingFromImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitDrivingFromImages", display_name="X-Portrait Driving From Hint Images",
+            category=CATEGORY,
+            description="Builds the driving input from frames that are already aligned to the portrait and their "
+                        "eye/mouth hint images (black outside the three patches).",
+            inputs=[
+                io.Image.Input("aligned_frames", tooltip="Driving frames aligned to the portrait, [N,H,W,3] in 0..1."),
+                io.Image.Input("local_hints", tooltip="Eye/mouth hint images, [N,H,W,3], black outside the patches."),
+            ],
+            outputs=[Driving.Output(display_name="driving")])
+
+    @classmethod
+    def execute(cls, aligned_frames, local_hints) -> io.NodeOutput:
+        to_hint = lambda images: images[..., :3].movedim(-1, 1).float() * 2.0 - 1.0
+        return io.NodeOutput(MotionHints(to_hint(aligned_frames), to_hint(local_hints)))
+
+
+class StartLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitStartLatent", display_name="X-Portrait Start Latent", category=CATEGORY,
+            description="The portrait's latent repeated once per driving frame. Sampled at denoise 1.0 this is "
+                        "X-Portrait's start (a little of the portrait under full noise), not pure noise.",
+            inputs=[
+                io.Vae.Input("vae", tooltip="Encodes the portrait."),
+                io.Image.Input("source_image", tooltip="The portrait (first image of the batch is used)."),
+                Driving.Input("driving", tooltip="Sets the number of frames."),
+            ],
+            outputs=[io.Latent.Output()])
+
+    @classmethod
+    def execute(cls, vae, source_image, driving) -> io.NodeOutput:
+        latent = vae.encode(source_image[:1, :, :, :3])
+        return io.NodeOutput({"samples": latent.repeat(driving.frames, 1, 1, 1)})
+
+
+SAMPLING_NODES = [ApplyXPortrait, MotionControl, DrivingFromImages, StartLatent]

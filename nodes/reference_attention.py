@@ -1,0 +1,143 @@
+"""Reference attention wired into ComfyUI.
+
+A DIFFUSION_MODEL wrapper runs the reference net once per sampling step (cached on the
+timestep, so every window of the step reuses it) at batch = number of reference images, records
+its 16 `norm1` banks, projects them through the generation UNet's own `to_k`/`to_v`, and hands
+them to attn1-replace patches through transformer_options. The patches extend the keys/values
+of conditional rows only; unconditional rows take the exact plain-attention path.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.ldm.modules.attention as comfy_attention
+import comfy.model_patcher
+from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
+from comfy.patcher_extension import WrappersMP
+
+from ..xportrait_core.reference_bank import ReferenceBank, conditional_rows, reference_attention
+
+REFERENCE_KEY = "xportrait_reference"
+BANK_OPTION = "xportrait_reference_kv"
+
+
+def transformer_sites(unet) -> list[tuple[tuple[str, int, int], BasicTransformerBlock]]:
+    """Every self-attention site of an LDM UNet in forward order, keyed like ComfyUI's attn1 patches."""
+    groups = [("input", i, b) for i, b in enumerate(unet.input_blocks)]
+    groups.append(("middle", 0, unet.middle_block))
+    groups += [("output", i, b) for i, b in enumerate(unet.output_blocks)]
+    sites = []
+    for name, number, block in groups:
+        for layer in block:
+            if isinstance(layer, SpatialTransformer):
+                sites += [((name, number, t), tb) for t, tb in enumerate(layer.transformer_blocks)]
+    return sites
+
+
+class _BankRecorder:
+    """attn1 patch for the reference net: remembers each block's norm1 tokens, changes nothing."""
+
+    def __init__(self):
+        self.entries: list[torch.Tensor] = []
+
+    def __call__(self, n, context_attn1, value_attn1, extra_options):
+        self.entries.append(n)
+        return n, context_attn1, value_attn1
+
+
+class ReferenceState:
+    """What the reference patches share: the reference net, the reference latents, the cache.
+
+    One object per applied MODEL; the patch callables hold it by reference (ComfyUI copies
+    model_options dicts and lists on clone, not the objects inside them).
+    """
+
+    def __init__(self, reference_net: comfy.model_patcher.ModelPatcher, latents: torch.Tensor, strength: float):
+        self.reference_net = reference_net
+        self.latents = latents
+        self.strength = float(strength)
+        self._cache_key = None
+        self._cache_value = None
+
+    def reset(self) -> None:
+        self._cache_key = self._cache_value = None
+
+    def _record(self, timestep: torch.Tensor, context: torch.Tensor) -> ReferenceBank:
+        net = self.reference_net.model
+        dtype = getattr(self.reference_net, "compute_dtype", None) or next(net.parameters()).dtype
+        device = context.device
+        refs = self.latents.shape[0]
+        recorder = _BankRecorder()
+        options = {"patches": {"attn1_patch": [recorder]}}
+        with torch.no_grad():
+            net(self.latents.to(device=device, dtype=dtype), timesteps=timestep.expand(refs).to(device),
+                context=context.expand(refs, -1, -1).to(dtype), transformer_options=options)
+        return ReferenceBank.from_references([recorder.entries])
+
+    def projected_bank(self, unet, timestep: torch.Tensor, context: torch.Tensor) -> dict:
+        key = (float(timestep.reshape(-1)[0]), context.data_ptr(), tuple(context.shape), str(context.device))
+        if key != self._cache_key:
+            bank = self._record(timestep, context)
+            sites = transformer_sites(unet)
+            if len(sites) != len(bank):
+                raise ValueError(f"reference net recorded {len(bank)} attention sites but the MODEL has "
+                                 f"{len(sites)}: the reference net does not match this base model")
+            projected = {}
+            with torch.no_grad():
+                for (site, block), entry in zip(sites, bank.entries):
+                    entry = entry.to(context.device)
+                    projected[site] = (block.attn1.to_k(entry), block.attn1.to_v(entry))
+            self._cache_key, self._cache_value = key, projected
+        return self._cache_value
+
+
+class _DiffusionModelBank:
+    def __init__(self, state: ReferenceState):
+        self.state = state
+
+    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        cond_or_uncond = transformer_options.get("cond_or_uncond") or []
+        if 0 in cond_or_uncond and self.state.strength != 0.0:
+            first = int(conditional_rows(cond_or_uncond, x.shape[0])[0][0])
+            bank = self.state.projected_bank(executor.class_obj, timesteps[first:first + 1], context[first:first + 1])
+            transformer_options = {**transformer_options, BANK_OPTION: bank}
+        return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+
+class _BankAttention:
+    """attn1 replacement at one site: bank-extended attention for conditional rows only."""
+
+    def __init__(self, state: ReferenceState, site: tuple[str, int, int]):
+        self.state = state
+        self.site = site
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        precision = extra_options.get("attn_precision")
+
+        def attention(q_, k_, v_):
+            return comfy_attention.optimized_attention(q_, k_, v_, heads, attn_precision=precision,
+                                                       transformer_options=extra_options)
+
+        bank = extra_options.get(BANK_OPTION)
+        if bank is None:
+            return attention(q, k, v)
+        k_bank, v_bank = bank[self.site]
+        strength = self.state.strength
+        cond_rows, other_rows = conditional_rows(extra_options["cond_or_uncond"], q.shape[0])
+        if other_rows.numel() == 0:
+            return reference_attention(q, k, v, k_bank, v_bank, attention, strength)
+        cond_rows, other_rows = cond_rows.to(q.device), other_rows.to(q.device)
+        out = torch.empty_like(q)
+        out[other_rows] = attention(q[other_rows], k[other_rows], v[other_rows])
+        out[cond_rows] = reference_attention(q[cond_rows], k[cond_rows], v[cond_rows], k_bank, v_bank,
+                                             attention, strength)
+        return out
+
+
+def attach_reference_attention(model: comfy.model_patcher.ModelPatcher, state: ReferenceState) -> None:
+    """Patch a cloned MODEL with reference attention at every transformer block."""
+    model.set_additional_models(REFERENCE_KEY, [state.reference_net])
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, REFERENCE_KEY, _DiffusionModelBank(state))
+    for (name, number, index), _ in transformer_sites(model.model.diffusion_model):
+        model.set_model_attn1_replace(_BankAttention(state, (name, number, index)), name, number, index)

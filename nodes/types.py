@@ -1,0 +1,7 @@
+"""Custom socket types of the pack (one place, so ids stay stable across modules)."""
+from comfy_api.latest import io
+
+TemporalModules = io.Custom("XPORTRAIT_TEMPORAL")
+ReferenceNet = io.Custom("XPORTRAIT_REFERENCE_NET")
+MotionControlNet = io.Custom("XPORTRAIT_CONTROLNET")
+Driving = io.Custom("XPORTRAIT_DRIVING")

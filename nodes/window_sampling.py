@@ -1,0 +1,142 @@
+"""Frame windows ("prompt travelling") as ComfyUI sampling wrappers.
+
+A CALC_COND_BATCH wrapper splits the clip into 16-frame windows, runs ComfyUI's own cond/uncond
+batching on each window and averages the per-frame predictions (denoised = x - sigma * eps is
+affine in eps, so averaging it equals the official averaging of eps). An OUTER_SAMPLE wrapper
+seeds the per-step window offsets from the sampler seed, so a run reproduces, and clears
+per-run caches in `finally`, so a failed or cancelled run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+import comfy.model_patcher
+from comfy.patcher_extension import WrappersMP
+
+from ..xportrait_core.windows import blend_weights, official_windows, sliding_windows
+
+from .motion_control import WINDOW_FRAMES_OPTION
+
+WINDOWS_KEY = "xportrait_windows"
+WINDOW_MODES = ("official", "sliding", "off")
+
+
+@dataclass(frozen=True)
+class WindowOptions:
+    """How frames are grouped for the temporal modules.
+
+    official: X-Portrait's circular windows with a new random offset every step (seeded);
+    sliding: fixed non-circular windows blended smoothly across overlaps (best for long clips);
+    off: the whole clip in one pass (at most 24 frames, the temporal position table's length).
+    ``offsets`` pins the official per-step offsets (cycled), for reproducing a recorded run.
+    """
+
+    mode: str = "official"
+    length: int = 16
+    overlap: int = 4
+    offsets: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.mode not in WINDOW_MODES:
+            raise ValueError(f"window mode '{self.mode}' is not one of {WINDOW_MODES}")
+        if not 1 <= self.length <= 24:
+            raise ValueError(f"window length {self.length} must be 1..24 (the temporal position table has 24 rows)")
+        if not 0 <= self.overlap < self.length:
+            raise ValueError(f"window overlap {self.overlap} must be at least 0 and below the length {self.length}")
+
+
+class WindowState:
+    """Per-run state shared by the two wrappers (one object per patched MODEL)."""
+
+    def __init__(self, options: WindowOptions, on_finish=()):
+        self.options = options
+        self.on_finish = list(on_finish)
+        self._rng = random.Random(0)
+        self._step = 0
+        self._last_sigma = None
+        self._plan = None
+
+    def start(self, seed) -> None:
+        self._rng = random.Random(0 if seed is None else int(seed))
+        self._step, self._last_sigma, self._plan = 0, None, None
+
+    def finish(self) -> None:
+        self._plan = self._last_sigma = None
+        for callback in self.on_finish:
+            callback()
+
+    def plan(self, n_frames: int, sigma: float):
+        """Windows (frame index tensors) and per-window weights for this model call, or None."""
+        o = self.options
+        if o.mode == "off" or n_frames <= o.length:
+            if n_frames > 24:
+                raise ValueError(f"{n_frames} frames in one pass exceed the temporal modules' 24-frame limit; "
+                                 "use window mode 'official' or 'sliding'")
+            return None
+        if sigma != self._last_sigma:
+            self._last_sigma = sigma
+            if o.mode == "official":
+                if o.offsets:
+                    offset = o.offsets[self._step % len(o.offsets)] % n_frames
+                else:
+                    offset = self._rng.randint(0, n_frames - 1)
+                windows = official_windows(n_frames, offset, o.length, o.overlap)
+                weights = [torch.ones(len(w)) for w in windows]
+            else:
+                windows = sliding_windows(n_frames, o.length, o.overlap)
+                weights = [torch.as_tensor(w, dtype=torch.float32)
+                           for w in blend_weights(windows, n_frames, o.overlap)]
+            self._plan = [(torch.as_tensor(w, dtype=torch.long), wt) for w, wt in zip(windows, weights)]
+            self._step += 1
+        return self._plan
+
+
+class _OuterSample:
+    def __init__(self, state: WindowState):
+        self.state = state
+
+    def __call__(self, executor, *args, **kwargs):
+        seed = kwargs.get("seed", args[7] if len(args) > 7 else None)
+        self.state.start(seed)
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.state.finish()
+
+
+class _WindowedCondBatch:
+    def __init__(self, state: WindowState):
+        self.state = state
+
+    def __call__(self, executor, model, conds, x_in, timestep, model_options):
+        n = x_in.shape[0]
+        plan = self.state.plan(n, float(timestep.reshape(-1)[0]))
+        if plan is None:
+            return executor(model, conds, x_in, timestep, model_options)
+        sums = None
+        weight_sum = torch.zeros(n, device=x_in.device, dtype=x_in.dtype)
+        per_frame_sigma = timestep.shape[0] == n
+        for frames, weights in plan:
+            frames_dev = frames.to(x_in.device)
+            options = dict(model_options)
+            options["transformer_options"] = {**model_options.get("transformer_options", {}),
+                                              WINDOW_FRAMES_OPTION: frames}
+            outs = executor(model, conds, x_in[frames_dev], timestep[frames_dev] if per_frame_sigma else timestep,
+                            options)
+            w = weights.to(device=x_in.device, dtype=x_in.dtype)
+            w_b = w.view(-1, *([1] * (x_in.ndim - 1)))
+            if sums is None:
+                sums = [torch.zeros_like(x_in) for _ in outs]
+            for acc, out in zip(sums, outs):
+                acc.index_add_(0, frames_dev, out * w_b)
+            weight_sum.index_add_(0, frames_dev, w)
+        norm = weight_sum.view(-1, *([1] * (x_in.ndim - 1)))
+        return [acc / norm for acc in sums]
+
+
+def attach_windows(model: comfy.model_patcher.ModelPatcher, state: WindowState) -> None:
+    model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WINDOWS_KEY, _OuterSample(state))
+    model.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, WINDOWS_KEY, _WindowedCondBatch(state))

@@ -1,0 +1,35 @@
+"""Everything `Apply X-Portrait` does to a MODEL, on a clone, in one place."""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_patcher
+
+from .reference_attention import ReferenceState, attach_reference_attention
+from .temporal_injection import attach_temporal_modules
+from .window_sampling import WindowOptions, WindowState, attach_windows
+
+
+def encode_references(vae, model: comfy.model_patcher.ModelPatcher, images: torch.Tensor) -> torch.Tensor:
+    """Reference latents in the diffusion model's space (x 0.18215 for SD1.5), one per image."""
+    if images.ndim != 4 or images.shape[-1] < 3:
+        raise ValueError(f"reference_image: expected an IMAGE batch [N,H,W,3], got {list(images.shape)}")
+    h, w = images.shape[1:3]
+    if h % 8 or w % 8:
+        raise ValueError(f"reference_image: {w}x{h} is not a multiple of 8; crop or resize it (512x512 is the official size)")
+    latents = vae.encode(images[..., :3])
+    return model.model.process_latent_in(latents).float()
+
+
+def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference_net, reference_latents,
+                    reference_strength: float, windows: WindowOptions) -> comfy.model_patcher.ModelPatcher:
+    patched = model.clone()
+    if temporal is not None:
+        attach_temporal_modules(patched, temporal)
+    on_finish = []
+    if reference_net is not None and reference_latents is not None:
+        state = ReferenceState(reference_net, reference_latents, reference_strength)
+        attach_reference_attention(patched, state)
+        on_finish.append(state.reset)
+    attach_windows(patched, WindowState(windows, on_finish))
+    return patched

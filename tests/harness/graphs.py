@@ -1,0 +1,37 @@
+"""API-format prompts of the pack's graphs, built with ComfyUI's own GraphBuilder."""
+from __future__ import annotations
+
+from .tiny_models import CONTEXT_FILE, PARITY_MODEL
+
+
+def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int = 7, window_mode: str = "official",
+                    cfg: float = 5.0, model_file: str = PARITY_MODEL, output: str = "PreviewImage",
+                    strengths: tuple[float, float, float] = (1.0, 1.0, 1.0), weight_dtype: str = "fp32"):
+    """Portrait + driving images -> X-Portrait nodes -> KSampler(ddim, ddim_uniform) -> VAE Decode -> images."""
+    from comfy_execution.graph_utils import GraphBuilder
+
+    g = GraphBuilder(prefix="xp")
+    base = g.node("XPortraitLoadBaseModel", model_file=model_file, weight_dtype=weight_dtype)
+    temporal = g.node("XPortraitLoadTemporalModules", model_file=model_file, weight_dtype=weight_dtype)
+    reference = g.node("XPortraitLoadReferenceNet", model_file=model_file, weight_dtype=weight_dtype)
+    motion = g.node("XPortraitLoadMotionControlNet", model_file=model_file, weight_dtype=weight_dtype)
+    local = g.node("XPortraitLoadLocalControlNet", model_file=model_file, weight_dtype=weight_dtype)
+    prompt = g.node("XPortraitLoadPromptEmbedding", embedding_file=CONTEXT_FILE)
+    portrait = g.node("EmptyImage", width=size, height=size, batch_size=1, color=0xC08060)
+    driving_frames = g.node("EmptyImage", width=size, height=size, batch_size=frames, color=0x806040)
+    local_hints = g.node("EmptyImage", width=size, height=size, batch_size=frames, color=0x000000)
+    driving = g.node("XPortraitDrivingFromImages", aligned_frames=driving_frames.out(0), local_hints=local_hints.out(0))
+    applied = g.node("XPortraitApply", model=base.out(0), temporal_modules=temporal.out(0),
+                     reference_net=reference.out(0), vae=base.out(1), reference_image=portrait.out(0),
+                     reference_strength=strengths[0], window_mode=window_mode, window_length=16, window_overlap=4)
+    control = g.node("XPortraitMotionControl", positive=prompt.out(0), negative=prompt.out(0),
+                     motion_controlnet=motion.out(0), local_controlnet=local.out(0), driving=driving.out(0),
+                     motion_strength=strengths[1], local_strength=strengths[2], start_percent=0.0, end_percent=1.0)
+    start = g.node("XPortraitStartLatent", vae=base.out(1), source_image=portrait.out(0), driving=driving.out(0))
+    sampler = g.node("KSampler", model=applied.out(0), seed=seed, steps=steps, cfg=cfg, sampler_name="ddim",
+                     scheduler="ddim_uniform", positive=control.out(0), negative=control.out(1),
+                     latent_image=start.out(0), denoise=1.0)
+    decoded = g.node("VAEDecode", samples=sampler.out(0), vae=base.out(1))
+    out = g.node(output, images=decoded.out(0)) if output == "PreviewImage" else \
+        g.node(output, images=decoded.out(0), filename_prefix="xportrait_test")
+    return g.finalize(), {"sampler": sampler.id, "output": out.id, "base": base.id}
