@@ -93,7 +93,8 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         sampling = self.model_sampling_current
         x = sampling.calculate_input(t[rows], x_noisy[rows])
         timestep = sampling.timestep(t[rows])
-        context = cond.get("crossattn_controlnet", cond["c_crossattn"])[rows]
+        context = cond.get("crossattn_controlnet", cond["c_crossattn"])
+        context = context[cond_rows.to(context.device)].to(x_noisy.device)
 
         total = None
         for net, hint, strength, which in active:

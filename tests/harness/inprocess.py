@@ -42,14 +42,14 @@ class RunResult:
 
 
 class InProcessComfy:
-    def __init__(self, extra_model_dirs: dict[str, str], output_dir: str):
+    def __init__(self, extra_model_dirs: dict[str, str], output_dir: str, cpu: bool = True):
         root = str(comfyui_dir())
         if root not in sys.path:
             sys.path.insert(0, root)
         import comfy.options
         comfy.options.enable_args_parsing(False)
         import comfy.cli_args
-        comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.cpu = cpu
         import folder_paths
         folder_paths.set_output_directory(output_dir)
         import nodes

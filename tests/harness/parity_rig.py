@@ -36,23 +36,24 @@ def tiny_components() -> dict[str, dict]:
 
 
 class TinyRig:
-    """Base MODEL, VAE, temporal modules, reference net and ControlNets of the parity model (fp32)."""
+    """Base MODEL, VAE, temporal modules, reference net and ControlNets of the parity model."""
 
-    def __init__(self):
+    def __init__(self, weight_dtype: str = "fp32"):
         networks = pack_module("nodes.networks")
         temporal_mod = pack_module("xportrait_core.temporal")
         import comfy.model_management as mm
         import comfy.model_patcher
         parts = tiny_components()
         self.parts = parts
-        self.model = networks.build_base_model(parts["unet"], "fp32")
+        dtype = networks.WEIGHT_DTYPES[weight_dtype]
+        self.model = networks.build_base_model(parts["unet"], weight_dtype)
         self.vae = networks.build_vae(parts["vae"])
-        modules = temporal_mod.TemporalModuleSet.from_state_dict(parts["temporal"]).float().eval()
+        modules = temporal_mod.TemporalModuleSet.from_state_dict(parts["temporal"]).to(dtype).eval()
         self.temporal = comfy.model_patcher.ModelPatcher(modules, load_device=mm.get_torch_device(),
                                                          offload_device=mm.unet_offload_device())
-        self.reference_net = networks.build_reference_net(parts["reference_net"], "fp32")
-        self.pose = networks.build_controlnet(parts["pose_controlnet"], "fp32")
-        self.local = networks.build_controlnet(parts["local_controlnet"], "fp32")
+        self.reference_net = networks.build_reference_net(parts["reference_net"], weight_dtype)
+        self.pose = networks.build_controlnet(parts["pose_controlnet"], weight_dtype)
+        self.local = networks.build_controlnet(parts["local_controlnet"], weight_dtype)
         self.sampling = self.model.get_model_object("model_sampling")
 
     def patched(self, references: torch.Tensor | None, reference_strength=1.0, temporal=True, **window):
@@ -86,16 +87,16 @@ class TinyRig:
         sigmas.append(torch.tensor(0.0) if final_sigma is None else torch.as_tensor(final_sigma, dtype=torch.float32))
         sigmas = torch.stack(sigmas)
         scale = model.model.latent_format.scale_factor
-        x_comfy = x_ldm * torch.sqrt(1 + sigmas[0] ** 2)
+        x_comfy = x_ldm.to(model.load_device) * torch.sqrt(1 + sigmas[0] ** 2)
         record = {"x": [], "eps": []}
 
         def callback(i, denoised, x, total):
-            record["x"].append(x.detach().clone() / torch.sqrt(1 + sigmas[i] ** 2))
-            record["eps"].append(((x - denoised) / sigmas[i]).detach().clone())
+            record["x"].append(x.detach().float().cpu() / torch.sqrt(1 + sigmas[i].cpu() ** 2))
+            record["eps"].append(((x - denoised) / sigmas[i]).detach().float().cpu())
 
         sampler = comfy.samplers.sampler_object("ddim")
         out = comfy.sample.sample_custom(model, torch.zeros_like(x_comfy), cfg, sampler, sigmas, positive, negative,
                                          x_comfy / scale, callback=callback, disable_pbar=True, seed=seed)
-        final = out.float() * scale
-        final_ldm = final / torch.sqrt(1 + sigmas[-1] ** 2) if final_sigma is not None else final
+        final = out.float().cpu() * scale
+        final_ldm = final / torch.sqrt(1 + sigmas[-1].cpu() ** 2) if final_sigma is not None else final
         return record, final_ldm

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("XPORTRAIT_SHARED", REPO.parent / "shared"))
 PARITY = SHARED / "parity"
 ASSETS = SHARED / "assets"
 PACK_NAME = "comfyui-xportrait"  # the link scripts/setup_env.sh puts in ComfyUI/custom_nodes

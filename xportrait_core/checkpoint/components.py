@@ -84,6 +84,9 @@ class KeyView(Mapping):
     def __getitem__(self, key: str) -> Any:
         return self._source[self._names[key]]
 
+    def __contains__(self, key: object) -> bool:  # Mapping's default would read the tensor
+        return key in self._names
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 
@@ -92,6 +95,9 @@ class KeyView(Mapping):
 
     def shape(self, key: str) -> tuple[int, ...]:
         return shape_of(self._source, self._names[key])
+
+    def dtype(self, key: str):
+        return dtype_of(self._source, self._names[key])
 
 
 def shape_of(state_dict: Mapping, key: str) -> tuple[int, ...]:
@@ -104,6 +110,21 @@ def shape_of(state_dict: Mapping, key: str) -> tuple[int, ...]:
     if shape is None:
         raise TypeError(f"{key!r} holds a {type(value).__name__}, not a tensor")
     return tuple(shape)
+
+
+def dtype_of(state_dict: Mapping, key: str):
+    """A tensor's torch dtype without reading its data where the mapping allows it."""
+    reader = getattr(state_dict, "dtype", None)
+    return reader(key) if callable(reader) else state_dict[key].dtype
+
+
+def official_key(component: str, key: str) -> str:
+    """The full key a prefix-stripped component key has in the official (and SD1.5) layout."""
+    if component in ("unet", "temporal"):
+        return UNET_PREFIX + key
+    if component in ("buffers", OTHER):
+        return key
+    return PREFIXES[component] + key
 
 
 def _select(source: Mapping, names: dict[str, str]) -> Mapping:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import kornia.filters as kf
+import kornia.geometry.transform as kgt
 import numpy as np
 import torch
 
@@ -86,9 +88,6 @@ def _as_batch(images: torch.Tensor, name: str) -> torch.Tensor:
 
 def _warp(images_nhwc: torch.Tensor, matrix: np.ndarray, out_hw: tuple[int, int], shrink: float,
           padding: str) -> torch.Tensor:
-    import kornia.filters as kf
-    import kornia.geometry.transform as kgt
-
     chw = images_nhwc.permute(0, 3, 1, 2)
     if shrink > 1.0:
         # Bilinear sampling aliases when shrinking; blur first (skimage's sigma rule).

@@ -1,0 +1,94 @@
+"""Random X-Portrait checkpoints in the exact official key format, for tests and the offline demo.
+
+Parameters are normal with fan-in scaling (norm scales around 1), so activations stay in range
+in float16. Buffers hold what the official modules register: the real DDPM schedule and the
+sinusoidal positional encodings, in float32.
+"""
+from __future__ import annotations
+
+import math
+import os
+import zlib
+
+import torch
+
+from .architecture import COMPONENTS, SCHEDULE_BUFFERS, TINY, XPortraitConfig, expected_inventory
+from .components import official_key
+
+TIMESTEPS, LINEAR_START, LINEAR_END = 1000, 0.00085, 0.012
+
+
+def official_inventory(config: XPortraitConfig) -> dict[str, tuple[int, ...]]:
+    """Every key and shape of the whole official file for these widths."""
+    return {official_key(c, k): shape for c in COMPONENTS for k, shape in expected_inventory(c, config).items()}
+
+
+def ddpm_schedule() -> dict[str, torch.Tensor]:
+    """LatentDiffusion's 13 registered buffers: computed in float64, stored as float32."""
+    betas = torch.linspace(LINEAR_START ** 0.5, LINEAR_END ** 0.5, TIMESTEPS, dtype=torch.float64) ** 2
+    alphas = 1.0 - betas
+    abar = torch.cumprod(alphas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+    values = {
+        "betas": betas,
+        "alphas_cumprod": abar,
+        "alphas_cumprod_prev": abar_prev,
+        "sqrt_alphas_cumprod": abar.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1.0 - abar).sqrt(),
+        "log_one_minus_alphas_cumprod": (1.0 - abar).log(),
+        "sqrt_recip_alphas_cumprod": (1.0 / abar).sqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1.0 / abar - 1).sqrt(),
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance_clipped": posterior_variance.clamp(min=1e-20).log(),
+        "posterior_mean_coef1": betas * abar_prev.sqrt() / (1.0 - abar),
+        "posterior_mean_coef2": (1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar),
+        "logvar": torch.zeros(TIMESTEPS, dtype=torch.float64),
+    }
+    return {name: values[name].float() for name in SCHEDULE_BUFFERS}
+
+
+def positional_encoding(channels: int, length: int) -> torch.Tensor:
+    """The motion modules' sinusoidal table [1, length, channels]: sin on even, cos on odd channels."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32) * (-math.log(10000.0) / channels))
+    table = torch.zeros(1, length, channels)
+    table[0, :, 0::2] = torch.sin(position * frequency)
+    table[0, :, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+def _random_parameter(key: str, shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
+    # Seeded per name, so a tensor does not change when another component is added or removed.
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+    value = torch.randn(shape, generator=generator)
+    if len(shape) >= 2:
+        value /= math.sqrt(math.prod(shape[1:]))
+    elif key.endswith(".weight"):  # a norm's scale
+        value = 1.0 + 0.1 * value
+    else:
+        value *= 0.1
+    return value.to(dtype)
+
+
+def build_random_checkpoint(config: XPortraitConfig = TINY, seed: int = 0, dtype: torch.dtype = torch.float16,
+                            with_text_encoder: bool = False) -> dict[str, torch.Tensor]:
+    """A random state dict with every official key (parameters in `dtype`, buffers in float32)."""
+    config = config.with_(text_encoder=with_text_encoder)
+    schedule = ddpm_schedule()
+    out: dict[str, torch.Tensor] = {}
+    for component in COMPONENTS:
+        for key, shape in expected_inventory(component, config).items():
+            name = official_key(component, key)
+            if component == "buffers":
+                out[name] = schedule[key]
+            elif key.endswith("pos_encoder.pe"):
+                out[name] = positional_encoding(shape[2], shape[1])
+            else:
+                out[name] = _random_parameter(name, shape, seed, dtype)
+    return out
+
+
+def save_official_th(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]) -> None:
+    """Write a state dict the way the official release is stored: one torch zip pickle."""
+    torch.save(state_dict, os.fspath(path))
