@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 import comfy.model_patcher
-import safetensors.torch
 from comfy_api.latest import io
 
 from ..xportrait_core.temporal import TemporalModuleSet
@@ -11,6 +10,7 @@ from ..xportrait_core.temporal import TemporalModuleSet
 from . import model_files
 from .networks import (WEIGHT_DTYPE_TOOLTIP, WEIGHT_DTYPES, build_base_model, build_controlnet,
                        build_reference_net, build_vae)
+from .prompt import empty_prompt_context
 from .types import MotionControlNet, ReferenceNet, TemporalModules
 
 CATEGORY = "X-Portrait/loaders"
@@ -105,28 +105,23 @@ class LoadLocalControlNet(io.ComfyNode):
         return io.NodeOutput(build_controlnet(model_files.load_component(model_file, "local_controlnet"), weight_dtype))
 
 
-class LoadPromptEmbedding(io.ComfyNode):
-    """X-Portrait only ever uses the empty prompt: a stored embedding spares loading CLIP."""
+class EmptyPrompt(io.ComfyNode):
+    """X-Portrait only ever uses the empty prompt; this gives its embedding without a CLIP node."""
 
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="XPortraitLoadPromptEmbedding", display_name="Load X-Portrait Prompt Embedding",
-            category=CATEGORY,
-            description="A stored text embedding (safetensors key 'context', [1,77,C]) as CONDITIONING. X-Portrait "
-                        "always uses the empty prompt; CLIP Text Encode with an empty text gives the same.",
-            inputs=[io.Combo.Input("embedding_file", options=model_files.model_files(),
-                                   tooltip="A .safetensors file in models/xportrait holding a 'context' tensor.")],
+            node_id="XPortraitEmptyPrompt", display_name="X-Portrait Empty Prompt", category=CATEGORY,
+            description="The empty-prompt conditioning X-Portrait was trained with, from the text encoder inside "
+                        "the X-Portrait file (or a stored '<file>.empty_prompt.safetensors' embedding). CLIP Text "
+                        "Encode with an empty text and an SD1.5 CLIP gives the same.",
+            inputs=[_file_input()],
             outputs=[io.Conditioning.Output()])
 
     @classmethod
-    def execute(cls, embedding_file) -> io.NodeOutput:
-        tensors = safetensors.torch.load_file(model_files.resolve(embedding_file))
-        if "context" not in tensors or tensors["context"].ndim != 3:
-            raise ValueError(f"embedding_file '{embedding_file}' has no [1,77,C] 'context' tensor "
-                             f"(keys: {sorted(tensors)[:5]})")
-        return io.NodeOutput([[tensors["context"].float(), {}]])
+    def execute(cls, model_file) -> io.NodeOutput:
+        return io.NodeOutput([[empty_prompt_context(model_file), {}]])
 
 
 LOADER_NODES = [LoadBaseModel, LoadTemporalModules, LoadReferenceNet, LoadMotionControlNet, LoadLocalControlNet,
-                LoadPromptEmbedding]
+                EmptyPrompt]

@@ -1,7 +1,7 @@
 """API-format prompts of the pack's graphs, built with ComfyUI's own GraphBuilder."""
 from __future__ import annotations
 
-from .tiny_models import CONTEXT_FILE, PARITY_MODEL
+from .tiny_models import PARITY_MODEL
 
 
 def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int = 7, window_mode: str = "official",
@@ -16,7 +16,7 @@ def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int 
     reference = g.node("XPortraitLoadReferenceNet", model_file=model_file, weight_dtype=weight_dtype)
     motion = g.node("XPortraitLoadMotionControlNet", model_file=model_file, weight_dtype=weight_dtype)
     local = g.node("XPortraitLoadLocalControlNet", model_file=model_file, weight_dtype=weight_dtype)
-    prompt = g.node("XPortraitLoadPromptEmbedding", embedding_file=CONTEXT_FILE)
+    prompt = g.node("XPortraitEmptyPrompt", model_file=model_file)
     portrait = g.node("EmptyImage", width=size, height=size, batch_size=1, color=0xC08060)
     driving_frames = g.node("EmptyImage", width=size, height=size, batch_size=frames, color=0x806040)
     local_hints = g.node("EmptyImage", width=size, height=size, batch_size=frames, color=0x000000)

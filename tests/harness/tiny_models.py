@@ -9,11 +9,12 @@ from safetensors.torch import load_file, save_file
 from .paths import PARITY
 
 PARITY_MODEL = "xportrait_tiny.safetensors"
-CONTEXT_FILE = "xportrait_tiny_context.safetensors"
+CONTEXT_FILE = "xportrait_tiny.empty_prompt.safetensors"  # the sidecar X-Portrait Empty Prompt reads
 
 
 def populate_model_dir(folder: Path) -> Path:
-    """models/xportrait for tests: the parity fixture's tiny model and its text context."""
+    """models/xportrait for tests: the parity fixture's tiny model and its text context (as the
+    empty-prompt sidecar: the tiny model has no text encoder)."""
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / PARITY_MODEL
     if not link.exists():

@@ -1,0 +1,126 @@
+"""Driving-preparation nodes: landmarks in, X-Portrait hints out; face crop and paste-back."""
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import io
+
+from ..xportrait_core.face.crop import crop_face, face_crop_box, paste_back
+from ..xportrait_core.face.driving import FaceLandmarks, encode_driving
+from .landmark_files import draw_landmarks, read_landmarks_json
+from .motion_control import MotionHints
+from .types import Driving, FaceCrop, Landmarks
+
+CATEGORY = "X-Portrait/driving"
+log = logging.getLogger("xportrait")
+
+
+class LoadLandmarks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLoadLandmarks", display_name="Load X-Portrait Landmarks", category=CATEGORY,
+            description="68-point face landmarks (iBUG order, pixels of the given images) from a JSON file, e.g. "
+                        "from another detector. Frames marked not found are filled in later.",
+            inputs=[
+                io.Image.Input("images", tooltip="The images the landmarks belong to (sets size and frame count)."),
+                io.String.Input("landmarks_file", default="landmarks.json",
+                                tooltip="Absolute path, or a file in ComfyUI's input folder."),
+                io.Combo.Input("entry", options=["driving", "source"], default="driving",
+                               tooltip="Which entry of a {'source':..., 'driving':...} file to read."),
+            ],
+            outputs=[Landmarks.Output(display_name="landmarks"), io.Image.Output(display_name="preview")])
+
+    @classmethod
+    def execute(cls, images, landmarks_file, entry) -> io.NodeOutput:
+        landmarks = read_landmarks_json(landmarks_file, entry, tuple(images.shape[1:3]), images.shape[0])
+        return io.NodeOutput(landmarks, draw_landmarks(images, landmarks))
+
+
+class EncodeDriving(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitEncodeDriving", display_name="X-Portrait Encode Driving", category=CATEGORY,
+            description="Aligns the driving frames to the portrait (one affine for the clip, as X-Portrait) and "
+                        "builds the motion and eye/mouth hints. Frames without a face never stop the run.",
+            inputs=[
+                io.Image.Input("driving_frames", tooltip="The driving video's frames."),
+                Landmarks.Input("driving_landmarks", tooltip="Landmarks of the driving frames."),
+                Landmarks.Input("source_landmarks", tooltip="Landmarks of the portrait."),
+                io.Int.Input("best_frame", default=-1, min=-2, max=100000,
+                             tooltip="Frame whose face box is mapped onto the portrait's: -1 = the frame closest "
+                                     "to the portrait (official auto), -2 = no alignment, N = frame N."),
+                io.Float.Input("landmark_smoothing", default=0.0, min=0.0, max=10.0, step=0.1,
+                               tooltip="Temporal smoothing of landmarks in frames (0 = official, none)."),
+                io.Int.Input("size", default=512, min=64, max=2048, step=8,
+                             tooltip="Side of the aligned frames and hints (512 = official)."),
+                io.Float.Input("fps", default=24.0, min=0.01, max=1000.0, step=0.001,
+                               tooltip="Frame rate of the driving video; passed through for the video writer."),
+            ],
+            outputs=[Driving.Output(display_name="driving"), io.Image.Output(display_name="aligned_frames"),
+                     io.Image.Output(display_name="local_hints"), io.Float.Output(display_name="fps")])
+
+    @classmethod
+    def execute(cls, driving_frames, driving_landmarks, source_landmarks, best_frame, landmark_smoothing, size,
+                fps) -> io.NodeOutput:
+        encoding = encode_driving(driving_frames[..., :3], driving_landmarks, source_landmarks, size=size,
+                                  best_frame=best_frame, smoothing=landmark_smoothing)
+        for warning in encoding.warnings:
+            log.warning("X-Portrait Encode Driving: %s", warning)
+        hints = MotionHints(encoding.global_hint, encoding.local_hint)
+        local_preview = (encoding.local_hint.permute(0, 2, 3, 1) + 1) / 2
+        return io.NodeOutput(hints, encoding.aligned, local_preview, float(fps))
+
+
+class CropFace(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitCropFace", display_name="X-Portrait Crop Face", category=CATEGORY,
+            description="Takes a square face region out of a larger or non-square portrait, for X-Portrait's "
+                        "square input; Paste Back puts the generated frames back at full resolution.",
+            inputs=[
+                io.Image.Input("portrait", tooltip="The full portrait (first image of the batch)."),
+                Landmarks.Input("landmarks", tooltip="Landmarks of the portrait (the face to crop)."),
+                io.Int.Input("size", default=512, min=64, max=2048, step=8, tooltip="Side of the crop in pixels."),
+                io.Float.Input("face_scale", default=1.8, min=1.0, max=4.0, step=0.05,
+                               tooltip="Crop side relative to the landmarks' extent (larger shows more hair and shoulders)."),
+            ],
+            outputs=[io.Image.Output(display_name="face"), FaceCrop.Output(display_name="crop"),
+                     Landmarks.Output(display_name="face_landmarks")])
+
+    @classmethod
+    def execute(cls, portrait, landmarks, size, face_scale) -> io.NodeOutput:
+        if not landmarks.found[0]:
+            raise ValueError("X-Portrait Crop Face: no face in the portrait's landmarks; check the landmark input")
+        image = portrait[:1, :, :, :3]
+        hw = tuple(image.shape[1:3])
+        points = landmarks.points[0] * [hw[1] / landmarks.image_hw[1], hw[0] / landmarks.image_hw[0]]
+        face, info = crop_face(image, face_crop_box(points, hw, scale=face_scale), size=size, padding="border")
+        matrix = info.matrix()
+        cropped = points @ matrix[:, :2].T + matrix[:, 2]
+        return io.NodeOutput(face, info, FaceLandmarks(cropped[None], [True], (size, size)))
+
+
+class PasteBack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitPasteBack", display_name="X-Portrait Paste Back", category=CATEGORY,
+            description="Composites generated face frames back into the full-resolution portrait with a feathered edge.",
+            inputs=[
+                io.Image.Input("portrait", tooltip="The full portrait the face was cropped from."),
+                io.Image.Input("frames", tooltip="Generated square frames (any size; they are fitted to the crop box)."),
+                FaceCrop.Input("crop", tooltip="From X-Portrait Crop Face."),
+                io.Int.Input("feather", default=24, min=0, max=512,
+                             tooltip="Width in portrait pixels of the soft edge inside the crop box."),
+            ],
+            outputs=[io.Image.Output(display_name="images")])
+
+    @classmethod
+    def execute(cls, portrait, frames, crop, feather) -> io.NodeOutput:
+        return io.NodeOutput(paste_back(portrait[0, :, :, :3], frames[..., :3], crop, feather=float(feather)))
+
+
+DRIVING_NODES = [LoadLandmarks, EncodeDriving, CropFace, PasteBack]
