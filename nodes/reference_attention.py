@@ -57,10 +57,11 @@ class ReferenceState:
         self.latents = latents
         self.strength = float(strength)
         self._cache_key = None
+        self._cache_context = None
         self._cache_value = None
 
     def reset(self) -> None:
-        self._cache_key = self._cache_value = None
+        self._cache_key = self._cache_context = self._cache_value = None
 
     def _record(self, timestep: torch.Tensor, context: torch.Tensor) -> ReferenceBank:
         net = self.reference_net.model
@@ -75,8 +76,9 @@ class ReferenceState:
         return ReferenceBank.from_references([recorder.entries])
 
     def projected_bank(self, unet, timestep: torch.Tensor, context: torch.Tensor) -> dict:
-        key = (float(timestep.reshape(-1)[0]), context.data_ptr(), tuple(context.shape), str(context.device))
-        if key != self._cache_key:
+        # Every window of a step hands over its own copy of the same context, so compare values.
+        key = (float(timestep.reshape(-1)[0]), tuple(context.shape), str(context.device))
+        if key != self._cache_key or not torch.equal(context, self._cache_context):
             bank = self._record(timestep, context)
             sites = transformer_sites(unet)
             if len(sites) != len(bank):
@@ -87,7 +89,7 @@ class ReferenceState:
                 for (site, block), entry in zip(sites, bank.entries):
                     entry = entry.to(context.device)
                     projected[site] = (block.attn1.to_k(entry), block.attn1.to_v(entry))
-            self._cache_key, self._cache_value = key, projected
+            self._cache_key, self._cache_context, self._cache_value = key, context, projected
         return self._cache_value
 
 

@@ -3,12 +3,20 @@
 Bytes go to ``<dest>.part``; a rerun (or an automatic retry after a dropped connection) asks
 for the rest with an HTTP ``Range`` header. The finished file is hashed when a sha256 is known
 and only then renamed to its final name, so a file under the final name is always complete.
+
+    python -m xportrait_core.download --models-dir COMFYUI/models [--name model_state-415001.th]
+                                      [--url MIRROR_URL] [--timeout SECONDS]
+
+fetches the known files into ``COMFYUI/models/xportrait/``; it exits with status 1 and says where
+to get the file by hand when the download fails.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -151,3 +159,38 @@ def _total_size(response, offset: int) -> int | None:
         return int(content_range.rsplit("/", 1)[1])
     length = response.headers.get("Content-Length")
     return offset + int(length) if length is not None else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xportrait_core.download",
+                                     description="Download the X-Portrait model files into MODELS_DIR/xportrait/.")
+    parser.add_argument("--models-dir", required=True, type=Path,
+                        help="ComfyUI's models folder; files go into its xportrait/ subfolder")
+    parser.add_argument("--name", action="append", choices=list(KNOWN_FILES),
+                        help=f"file to fetch (repeatable; default all: {', '.join(KNOWN_FILES)})")
+    parser.add_argument("--url", help="fetch from this address (a mirror) instead of the known one; one --name only")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
+    args = parser.parse_args(argv)
+    names = args.name or list(KNOWN_FILES)
+    if args.url and len(names) != 1:
+        parser.error("--url replaces the address of one file: give exactly one --name with it")
+    from .convert import ProgressLine  # convert imports this module, so not at the top
+
+    folder = args.models_dir / "xportrait"
+    for name in names:
+        known = KNOWN_FILES[name]
+        progress = ProgressLine()
+        try:
+            path = download(args.url or known.url, folder / name, known.sha256,
+                            lambda done, total: progress(name, done, total or known.approx_bytes), args.timeout)
+        except DownloadError as error:
+            progress.finish()
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        progress.finish()
+        print(f"{name}  {path}  ({path.stat().st_size / 1e9:.2f} GB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The five loader nodes, run by ComfyUI's executor, on the official all-in-one `.th` and on the
+converter's per-component files: exact weights, chosen dtype, one opening per file, clear errors.
+
+A small recording node is registered for this module only: it sits after each loader so the
+objects the loaders build come back to the test exactly as the next node would receive them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.parity_rig import pack_module
+from xportrait_core.checkpoint.architecture import SCHEDULE_BUFFERS
+from xportrait_core.checkpoint.components import split_components
+from xportrait_core.checkpoint.split import OUTPUT_FILES
+from xportrait_core.checkpoint.tiny import build_random_checkpoint, save_official_th
+from xportrait_core.convert import convert
+
+OFFICIAL = "tiny_official.th"
+RECORDER = "XPortraitTestRecorder"
+#: loader node -> (component of each output; the base loader also gives the VAE)
+LOADERS = {
+    "XPortraitLoadBaseModel": ("unet", "vae"),
+    "XPortraitLoadTemporalModules": ("temporal",),
+    "XPortraitLoadReferenceNet": ("reference_net",),
+    "XPortraitLoadMotionControlNet": ("pose_controlnet",),
+    "XPortraitLoadLocalControlNet": ("local_controlnet",),
+}
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+class _Recorder:
+    """Output node that keeps whatever reaches it, keyed by a tag."""
+
+    seen: dict = {}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("*", {}), "tag": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "record"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def record(self, value, tag):
+        _Recorder.seen[tag] = value
+        return {}
+
+
+@dataclass
+class Library:
+    root: Path
+    state: dict  # the tensors written into OFFICIAL (fp32)
+
+
+@pytest.fixture(scope="module")
+def library(comfy, tmp_path_factory):
+    """A models/xportrait folder of our own: the official-format file, both conversions, bad files."""
+    import folder_paths
+    root = tmp_path_factory.mktemp("xportrait_loaders")
+    state = build_random_checkpoint(seed=3, dtype=torch.float32)
+    save_official_th(root / OFFICIAL, state)
+    for dtype in ("fp32", "fp16"):
+        convert(root / OFFICIAL, root / f"converted_{dtype}", dtype)
+    folder_paths.add_model_folder_path("xportrait", str(root))
+    comfy.nodes.NODE_CLASS_MAPPINGS[RECORDER] = _Recorder
+    try:
+        yield Library(root, state)
+    finally:
+        del comfy.nodes.NODE_CLASS_MAPPINGS[RECORDER]
+        folder_paths.folder_names_and_paths["xportrait"][0].remove(str(root))
+        _Recorder.seen.clear()
+
+
+def converted(dtype: str, component: str) -> str:
+    output = "base_sd15" if component in ("unet", "vae") else component
+    return f"converted_{dtype}/{OUTPUT_FILES[output]}"
+
+
+def loader_prompt(files: dict[str, str], weight_dtype: str):
+    """Each loader in `files` (node -> model_file) with a recorder on every output."""
+    from comfy_execution.graph_utils import GraphBuilder
+    g = GraphBuilder(prefix="ld")
+    for node_id, model_file in files.items():
+        loader = g.node(node_id, model_file=model_file, weight_dtype=weight_dtype)
+        for index, component in enumerate(LOADERS[node_id]):
+            g.node(RECORDER, value=loader.out(index), tag=component)
+    return g.finalize()
+
+
+def run_loaders(comfy, files: dict[str, str], weight_dtype: str) -> dict:
+    _Recorder.seen.clear()
+    result = comfy.run(loader_prompt(files, weight_dtype))
+    assert result.success, result.error_text()
+    built = dict(_Recorder.seen)
+    _Recorder.seen.clear()
+    return built
+
+
+def weights_of(component: str, built) -> dict[str, torch.Tensor]:
+    """The state dict of the network a loader output wraps."""
+    if component == "unet":
+        return built.model.diffusion_model.state_dict()
+    if component == "vae":
+        return built.first_stage_model.state_dict()
+    return built.model.state_dict()
+
+
+def expected_weights(state: dict, component: str) -> dict[str, torch.Tensor]:
+    part = split_components(state)[component]  # leaves out the reference net's unused hint encoder
+    return dict(part)
+
+
+def assert_same_weights(component: str, got: dict, expected: dict, dtype: torch.dtype | None):
+    assert sorted(got) == sorted(expected), f"{component}: built keys differ from the file's"
+    for key, value in expected.items():
+        if dtype is not None and not key.endswith("pos_encoder.pe"):  # a buffer's dtype is the module's business
+            assert got[key].dtype == dtype, f"{component}.{key} is {got[key].dtype}, asked for {dtype}"
+        assert torch.equal(got[key].cpu(), value.to(got[key].dtype)), f"{component}.{key} differs from the file"
+
+
+@pytest.mark.parametrize("weight_dtype", ["fp32", "fp16"])
+def test_loaders_build_the_exact_weights_from_the_official_file(comfy, library, weight_dtype):
+    built = run_loaders(comfy, {node: OFFICIAL for node in LOADERS}, weight_dtype)
+    assert set(built) == {c for outputs in LOADERS.values() for c in outputs}
+    for component, obj in built.items():
+        dtype = None if component == "vae" else DTYPES[weight_dtype]  # the VAE loader has no dtype choice
+        assert_same_weights(component, weights_of(component, obj), expected_weights(library.state, component), dtype)
+
+
+@pytest.mark.parametrize("converted_dtype", ["fp32", "fp16"])
+def test_converted_files_give_the_same_networks_as_the_official_file(comfy, library, converted_dtype):
+    # fp32 files are loaded at fp32 and must equal the original bit for bit; fp16 files at fp16
+    # must equal the original loaded at fp16 (one rounding, done by the converter or the loader).
+    weight_dtype = converted_dtype
+    from_official = run_loaders(comfy, {node: OFFICIAL for node in LOADERS}, weight_dtype)
+    from_converted = run_loaders(comfy, {node: converted(converted_dtype, LOADERS[node][0]) for node in LOADERS},
+                                 weight_dtype)
+    assert set(from_converted) == set(from_official)
+    for component in from_official:
+        official = weights_of(component, from_official[component])
+        mine = weights_of(component, from_converted[component])
+        if component == "vae" and converted_dtype == "fp16":  # stored fp16: the VAE holds the rounded values
+            official = {k: v.half().to(mine[k].dtype) for k, v in official.items()}
+        assert sorted(mine) == sorted(official)
+        for key in official:
+            assert mine[key].dtype == official[key].dtype, f"{component}.{key}"
+            assert torch.equal(mine[key], official[key]), f"{component}.{key} differs between the two files"
+
+
+@pytest.fixture
+def open_counter(monkeypatch):
+    """Counts, per path, how often the pack really opens a model file."""
+    safe_load = pack_module("xportrait_core.checkpoint.safe_load")
+    original = safe_load.load_state_dict
+    opened: list[str] = []
+
+    def counting(path):
+        opened.append(os.fspath(path))
+        return original(path)
+
+    monkeypatch.setattr(safe_load, "load_state_dict", counting)
+    return opened
+
+
+def test_official_file_is_opened_once_and_reopened_only_when_it_changes(comfy, library, open_counter):
+    model_files = pack_module("nodes.model_files")
+    name = "cache_probe.th"
+    path = library.root / name
+    shutil.copyfile(library.root / OFFICIAL, path)
+    every_loader = {node: name for node in LOADERS}
+
+    first = run_loaders(comfy, every_loader, "fp32")
+    assert open_counter.count(str(path)) == 1, "six components in one prompt must share one opening"
+    parts = model_files.open_file(name)
+    run_loaders(comfy, every_loader, "fp32")
+    assert open_counter.count(str(path)) == 1, "a second prompt must reuse the split file"
+    assert model_files.open_file(name) is parts
+
+    # Replace the file the way a download does (new file renamed over the old one).
+    changed = build_random_checkpoint(seed=4, dtype=torch.float32)
+    save_official_th(library.root / "cache_probe.partial", changed)
+    os.replace(library.root / "cache_probe.partial", path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    second = run_loaders(comfy, every_loader, "fp32")
+    assert open_counter.count(str(path)) == 2, "a changed file must be opened again"
+    assert model_files.open_file(name) is not parts
+    for component in ("unet", "temporal", "pose_controlnet"):
+        assert_same_weights(component, weights_of(component, second[component]),
+                            expected_weights(changed, component), torch.float32)
+        old = weights_of(component, first[component])
+        new = weights_of(component, second[component])
+        assert any(not torch.equal(old[k], new[k]) for k in old), f"{component} still has the old weights"
+
+
+def combo_options(spec) -> list[str]:
+    """A combo input's choices: `[choices, opts]` or the newer `["COMBO", {"options": choices}]`."""
+    return spec[1]["options"] if spec[0] == "COMBO" else spec[0]
+
+
+def test_models_folder_lists_only_model_files(comfy, library):
+    import folder_paths
+    (library.root / "notes.txt").write_text("not a model")
+    model_files = pack_module("nodes.model_files")
+    paths, extensions = folder_paths.folder_names_and_paths["xportrait"]
+    assert os.path.join(folder_paths.models_dir, "xportrait") in paths
+    assert str(library.root) in paths
+    assert {".th", ".pt", ".pth", ".ckpt", ".safetensors", ".bin"} <= set(extensions)
+    options = combo_options(comfy.node_class("XPortraitLoadTemporalModules").INPUT_TYPES()["required"]["model_file"])
+    assert OFFICIAL in options and converted("fp16", "temporal") in options
+    assert "notes.txt" not in options and "notes.txt" not in model_files.model_files()
+
+
+@pytest.mark.server
+def test_extra_model_paths_yaml_folder_is_listed_over_http(comfy_server, model_dir):
+    # comfy_server names model_dir under the key `xportrait` in its extra_model_paths.yaml.
+    probe = model_dir / "yaml_probe"
+    probe.mkdir(exist_ok=True)
+    try:
+        (probe / "listed.pth").write_bytes(b"\0")
+        (probe / "ignored.txt").write_text("not a model")
+        spec = comfy_server.get_json("/object_info/XPortraitLoadReferenceNet")["XPortraitLoadReferenceNet"]
+        options = combo_options(spec["input"]["required"]["model_file"])
+        assert "yaml_probe/listed.pth" in options
+        assert "yaml_probe/ignored.txt" not in options
+    finally:
+        shutil.rmtree(probe)
+
+
+def _run_failing(comfy, node_id: str, model_file: str) -> str:
+    result = comfy.run(loader_prompt({node_id: model_file}, "fp32"))
+    assert not result.success, f"{node_id} accepted {model_file}"
+    return result.error_text()
+
+
+def test_plain_sd15_checkpoint_is_named_in_the_temporal_loader_error(comfy, library):
+    sd15 = {k: v for k, v in library.state.items()
+            if k in SCHEDULE_BUFFERS or k.startswith("first_stage_model.")
+            or (k.startswith("model.diffusion_model.") and "_motion_module" not in k)}
+    torch.save(sd15, library.root / "sd15_like.ckpt")
+    text = _run_failing(comfy, "XPortraitLoadTemporalModules", "sd15_like.ckpt")
+    assert "sd15_like.ckpt" in text
+    assert "plain Stable Diffusion 1.5 checkpoint" in text
+    assert "holds no temporal modules" in text and "model_state-415001.th" in text
+    # The same file is a valid backbone for the base-model loader.
+    built = run_loaders(comfy, {"XPortraitLoadBaseModel": "sd15_like.ckpt"}, "fp32")
+    assert_same_weights("unet", weights_of("unet", built["unet"]), expected_weights(library.state, "unet"),
+                        torch.float32)
+
+
+def test_converted_component_in_the_wrong_loader_names_the_right_file(comfy, library):
+    text = _run_failing(comfy, "XPortraitLoadReferenceNet", converted("fp16", "temporal"))
+    assert "holds no reference net (it holds: temporal modules)" in text
+    assert OUTPUT_FILES["reference_net"] in text
+
+
+def test_truncated_file_is_reported_as_truncated(comfy, library):
+    data = (library.root / OFFICIAL).read_bytes()
+    (library.root / "cut_short.th").write_bytes(data[: len(data) // 2])
+    text = _run_failing(comfy, "XPortraitLoadMotionControlNet", "cut_short.th")
+    assert "cut_short.th is a truncated or corrupt download" in text
+    assert "download it again" in text
+
+
+class _Payload:
+    """Unpickling this creates a file: proof of whether a loader ran the pickle's code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_pickle_with_code_is_refused_and_never_run(comfy, library):
+    marker = library.root / "payload_ran"
+    path = library.root / "booby_trapped.pt"
+    torch.save({"model.diffusion_model.input_blocks_motion_module.0.x": torch.zeros(1),
+                "trap": _Payload(marker)}, path)
+    text = _run_failing(comfy, "XPortraitLoadTemporalModules", "booby_trapped.pt")
+    assert "booby_trapped.pt was refused for safety" in text
+    assert not marker.exists(), "the pickle's payload ran"
+    torch.load(path, weights_only=False)  # an unsafe loader would have run it
+    assert marker.exists()
