@@ -53,8 +53,12 @@ def register_folder() -> None:
         folder_paths.folder_names_and_paths[FOLDER] = ([default], set(EXTENSIONS))
 
 
+SIDECAR_SUFFIX = ".empty_prompt.safetensors"  # stored empty-prompt embeddings, read beside a model file
+
+
 def model_files() -> list[str]:
-    return folder_paths.get_filename_list(FOLDER)
+    """Model files offered by the loaders (the empty-prompt sidecars are not models)."""
+    return [name for name in folder_paths.get_filename_list(FOLDER) if not name.endswith(SIDECAR_SUFFIX)]
 
 
 def resolve(name: str) -> str:
@@ -105,7 +109,7 @@ def load_component(name: str, component: str) -> Mapping:
     return state_dict
 
 
-def converted_file(component: str) -> str:
+def _converted_file(component: str) -> str:
     """The converter's output file that holds `component`."""
     return OUTPUT_FILES.get(component, OUTPUT_FILES[BASE])
 
@@ -116,4 +120,4 @@ def _missing_message(name: str, component: str, opened: OpenedFile) -> str:
     advice = validate.ADVICE.get(opened.kind)
     return (f"'{name}' is {opened.kind.value}; it holds no {wanted} (it holds: {', '.join(held) or 'nothing usable'})."
             + (f" {advice}" if advice else "")
-            + f" Choose {OFFICIAL_FILE} or the converted {converted_file(component)}.")
+            + f" Choose {OFFICIAL_FILE} or the converted {_converted_file(component)}.")

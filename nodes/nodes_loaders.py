@@ -54,7 +54,9 @@ class LoadTemporalModules(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
-        sd = model_files.load_component(model_file, "temporal")
+        # Own copies: the module set adopts tensors as given, and these would otherwise share
+        # memory with the memory-mapped checkpoint file.
+        sd = {k: v.clone() for k, v in model_files.load_component(model_file, "temporal").items()}
         modules = TemporalModuleSet.from_state_dict(sd)
         dtype = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype()
         modules = modules.to(dtype=dtype).eval()

@@ -11,7 +11,6 @@ import comfy.sd
 
 from . import model_files
 
-SIDECAR_SUFFIX = ".empty_prompt.safetensors"
 
 
 def sidecar_path(model_path: str) -> str:
@@ -20,7 +19,7 @@ def sidecar_path(model_path: str) -> str:
         if stem.endswith(ext):
             stem = stem[: -len(ext)]
             break
-    return stem + SIDECAR_SUFFIX
+    return stem + model_files.SIDECAR_SUFFIX
 
 
 @functools.lru_cache(maxsize=4)

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, workdir: Path, extra_model_dirs: dict[str, str]):
+    def __init__(self, workdir: Path, extra_model_dirs: dict[str, str], input_dir: Path | None = None):
         self.workdir = Path(workdir)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -36,6 +36,8 @@ class ComfyServer:
         yaml_lines += [f"  {kind}: {path}" for kind, path in extra_model_dirs.items()]
         self.config = self.workdir / "extra_model_paths.yaml"
         self.config.write_text("\n".join(yaml_lines) + "\n")
+        self.input_dir = Path(input_dir) if input_dir else self.workdir / "input"
+        self.input_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "server.log"
         self.proc = None
 
@@ -43,7 +45,7 @@ class ComfyServer:
         comfy = comfyui_dir()
         cmd = [sys.executable, str(comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME,
-               "--extra-model-paths-config", str(self.config), "--output-directory", str(self.output_dir),
+               "--extra-model-paths-config", str(self.config), "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
                "--front-end-root", str(self.workdir / "frontend"), "--database-url", "sqlite:///:memory:",
                "--disable-auto-launch"]
         self._log = open(self.log_path, "w")
