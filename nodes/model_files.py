@@ -58,7 +58,8 @@ SIDECAR_SUFFIX = ".empty_prompt.safetensors"  # stored empty-prompt embeddings, 
 
 def model_files() -> list[str]:
     """Model files offered by the loaders (the empty-prompt sidecars are not models)."""
-    return [name for name in folder_paths.get_filename_list(FOLDER) if not name.endswith(SIDECAR_SUFFIX)]
+    return [name for name in folder_paths.get_filename_list(FOLDER)
+            if not name.endswith(SIDECAR_SUFFIX) and not name.replace("\\", "/").startswith("face/")]
 
 
 def resolve(name: str) -> str:

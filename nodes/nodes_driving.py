@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from comfy_api.latest import io
 
 from ..xportrait_core.face.crop import crop_face, face_crop_box, paste_back
 from ..xportrait_core.face.driving import FaceLandmarks, encode_driving
+from .landmark_detection import detect_landmarks
 from .landmark_files import draw_landmarks, read_landmarks_json
 from .motion_control import MotionHints
 from .types import Driving, FaceCrop, Landmarks
@@ -34,6 +37,37 @@ class LoadLandmarks(io.ComfyNode):
     @classmethod
     def execute(cls, images, landmarks_file, entry) -> io.NodeOutput:
         landmarks = read_landmarks_json(landmarks_file, entry, tuple(images.shape[1:3]), images.shape[0])
+        return io.NodeOutput(landmarks, draw_landmarks(images, landmarks))
+
+
+class DetectLandmarks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitDetectLandmarks", display_name="X-Portrait Detect Landmarks", category=CATEGORY,
+            description="68-point face landmarks with the detector X-Portrait uses (S3FD face boxes + 2D-FAN), on "
+                        "the GPU when there is one. Weights live in models/xportrait/face/. Frames without a face "
+                        "are flagged, never an error.",
+            inputs=[
+                io.Image.Input("images", tooltip="Portrait or driving frames."),
+                io.Combo.Input("face", options=["strongest", "largest", "index 0", "index 1", "index 2"],
+                               default="strongest",
+                               tooltip="Which face when there are several: strongest = the official choice."),
+                io.Boolean.Input("official_256", default=True,
+                                 tooltip="Detect on 256x256 copies like the official code (off: full resolution)."),
+                io.Boolean.Input("download_weights", default=True,
+                                 tooltip="Fetch missing weight files (~180 MB, hash-checked) into "
+                                         "models/xportrait/face/. Off: fail with the file names and URLs."),
+            ],
+            outputs=[Landmarks.Output(display_name="landmarks"), io.Image.Output(display_name="preview")])
+
+    @classmethod
+    def execute(cls, images, face, official_256, download_weights) -> io.NodeOutput:
+        choice = int(face.split()[1]) if face.startswith("index") else face
+        landmarks = detect_landmarks(images, choice, official_256, download_weights)
+        missing = np.flatnonzero(~landmarks.found).tolist()
+        if missing:
+            log.warning("X-Portrait Detect Landmarks: no face in frames %s", missing)
         return io.NodeOutput(landmarks, draw_landmarks(images, landmarks))
 
 
@@ -123,4 +157,4 @@ class PasteBack(io.ComfyNode):
         return io.NodeOutput(paste_back(portrait[0, :, :, :3], frames[..., :3], crop, feather=float(feather)))
 
 
-DRIVING_NODES = [LoadLandmarks, EncodeDriving, CropFace, PasteBack]
+DRIVING_NODES = [DetectLandmarks, LoadLandmarks, EncodeDriving, CropFace, PasteBack]

@@ -1,0 +1,57 @@
+"""The S3FD + 2D-FAN landmark detector inside ComfyUI: weight files in models/xportrait/face/."""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+
+from ..xportrait_core.face.detector import WEIGHTS, ensure_weights, load_detector
+from ..xportrait_core.face.driving import FaceLandmarks
+from ..xportrait_core.face.resample import resize_numpy
+from . import model_files
+
+FACE_SUBFOLDER = "face"
+OFFICIAL_GRID = 256  # the official code runs FAN on 256x256 copies of the frames
+
+
+def face_weights_folder(allow_download: bool) -> str:
+    """The face/ folder that holds both weight files, fetching them into the first one if allowed."""
+    candidates = [os.path.join(p, FACE_SUBFOLDER) for p in folder_paths.get_folder_paths(model_files.FOLDER)]
+    for folder in candidates:
+        try:
+            ensure_weights(folder, allow_download=False)
+            return folder
+        except FileNotFoundError:
+            continue
+    target = candidates[0]
+    os.makedirs(target, exist_ok=True)
+    total = sum(w.approx_bytes for w in WEIGHTS.values())
+    bar = comfy.utils.ProgressBar(total)
+    ensure_weights(target, allow_download=allow_download, progress=lambda done, size: bar.update_absolute(done, total))
+    return target
+
+
+@functools.lru_cache(maxsize=2)
+def _detector(folder: str, device: str):
+    return load_detector(folder, device=torch.device(device))
+
+
+def detect_landmarks(images: torch.Tensor, face: str | int, at_official_size: bool,
+                     allow_download: bool) -> FaceLandmarks:
+    """68-point landmarks of every image, in the images' own pixels; frames without a face are flagged."""
+    detector = _detector(face_weights_folder(allow_download), str(mm.get_torch_device()))
+    frames = images[..., :3].clamp(0, 1).cpu().numpy()
+    h, w = frames.shape[1:3]
+    if at_official_size:
+        frames = resize_numpy(frames, (OFFICIAL_GRID, OFFICIAL_GRID))
+    points, found, _ = detector.detect(frames, face=face)
+    if at_official_size:
+        points = points * np.array([w / OFFICIAL_GRID, h / OFFICIAL_GRID], dtype=np.float32)
+    points = np.nan_to_num(points, nan=0.0)
+    return FaceLandmarks(points, found, (h, w))

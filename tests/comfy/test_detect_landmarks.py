@@ -1,0 +1,48 @@
+"""X-Portrait Detect Landmarks inside ComfyUI: weight lookup in models/xportrait/face/, offline
+errors, and a run with stand-in (random) weights in the released files' format."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def _graph(download: bool, frames: int = 2):
+    from comfy_execution.graph_utils import GraphBuilder
+    g = GraphBuilder(prefix="lm")
+    images = g.node("EmptyImage", width=96, height=80, batch_size=frames, color=0x907060)
+    detect = g.node("XPortraitDetectLandmarks", images=images.out(0), face="strongest", official_256=True,
+                    download_weights=download)
+    preview = g.node("PreviewImage", images=detect.out(1))
+    return g.finalize(), preview.id
+
+
+def test_missing_weights_offline_name_files_urls_and_folder(comfy):
+    prompt, _ = _graph(download=False)
+    result = comfy.run(prompt)
+    assert not result.success
+    text = result.error_text()
+    for expected in ("2DFAN4-cd938726ad.zip", "s3fd-619a316812.pth", "https://www.adrianbulat.com/downloads/python-fan",
+                     "face"):
+        assert expected in text, f"{expected!r} missing from: {text[:1500]}"
+
+
+def test_detects_with_stand_in_weights_in_a_face_folder(comfy, tmp_path_factory):
+    import folder_paths
+    from xportrait_core.face.networks.fan2d import FAN2D
+    from xportrait_core.face.networks.s3fd import S3FD
+    root = tmp_path_factory.mktemp("xportrait_face_models")
+    (root / "face").mkdir()
+    torch.manual_seed(0)
+    torch.save(FAN2D().state_dict(), root / "face" / "2DFAN4-11f355bf06.pth.tar")
+    torch.save(S3FD().state_dict(), root / "face" / "s3fd-619a316812.pth")
+    folder_paths.add_model_folder_path("xportrait", str(root))
+    prompt, preview_id = _graph(download=False)
+    result = comfy.run(prompt)
+    assert result.success, result.error_text()
+    assert len(result.outputs[preview_id]["images"]) == 2
+    landmarks = comfy.node_class("XPortraitDetectLandmarks").execute(
+        images=torch.rand(3, 80, 96, 3), face="strongest", official_256=True, download_weights=False).result[0]
+    assert landmarks.points.shape == (3, 68, 2) and landmarks.image_hw == (80, 96)
+    assert landmarks.found.dtype == bool and torch.isfinite(torch.from_numpy(landmarks.points)).all()
+    assert not any(name.startswith("face/") for name in comfy.node_class("XPortraitLoadBaseModel")
+                   .GET_NODE_INFO_V1()["input"]["required"]["model_file"][1].get("options", []))
