@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness.paths import ASSETS, CACHE, comfyui_dir  # noqa: E402
 from harness.server import ComfyServer  # noqa: E402
+from xportrait_core.face.detector import WEIGHTS as DETECTOR_WEIGHTS  # noqa: E402
 
 REAL_MODEL = "model_state-415001.th"
 TINY_MODEL = "xportrait_tiny_random.safetensors"
@@ -54,8 +55,21 @@ def link_inputs(args, input_dir: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def prompt_for(args) -> dict:
+def use_landmark_file(prompt: dict) -> None:
+    """Swap the detector nodes for landmarks read from the JSON beside the inputs (same outputs):
+    offline there are no detector weights to fetch."""
+    for node in prompt.values():
+        if node["class_type"] == "XPortraitDetectLandmarks":
+            images = node["inputs"]["images"]
+            entry = "source" if prompt[images[0]]["class_type"] == "LoadImage" else "driving"
+            node["class_type"] = "XPortraitLoadLandmarks"
+            node["inputs"] = {"images": images, "landmarks_file": "landmarks.json", "entry": entry}
+
+
+def prompt_for(args, detector_ready: bool) -> dict:
     prompt = json.loads((REPO / "workflows" / "xportrait_example_api.json").read_text())
+    if args.landmarks_from_file or not detector_ready:
+        use_landmark_file(prompt)
     if args.tiny:
         for node in prompt.values():
             inputs = node["inputs"]
@@ -75,7 +89,9 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="generated tiny weights, small working size (offline demo)")
     ap.add_argument("--portrait", default=ASSETS / "source_image.png")
     ap.add_argument("--driving", default=ASSETS / "driving_video.mp4")
-    ap.add_argument("--landmarks", default=ASSETS / "landmarks.json")
+    ap.add_argument("--landmarks", default=ASSETS / "landmarks.json",
+                    help="landmarks JSON used when the detector's weights are absent (or with --landmarks-from-file)")
+    ap.add_argument("--landmarks-from-file", action="store_true", help="always use --landmarks, not the detector")
     ap.add_argument("--models-dir", type=Path, help="folder holding model_state-415001.th (real run)")
     ap.add_argument("--steps", type=int, help="sampling steps for the real run (default: the workflow's 30)")
     ap.add_argument("--out", type=Path, default=CACHE / "example")
@@ -97,7 +113,10 @@ def main() -> None:
     server.start()
     try:
         print(f"[example] ComfyUI {comfyui_dir()} on {server.base}; running the workflow...", flush=True)
-        run = server.run(prompt_for(args), timeout=6 * 3600)
+        detector_ready = any((Path(models) / "face" / w.name).exists() for w in DETECTOR_WEIGHTS.values())
+        if not detector_ready:
+            print(f"[example] no detector weights in {Path(models) / 'face'}: landmarks come from {args.landmarks}")
+        run = server.run(prompt_for(args, detector_ready), timeout=6 * 3600)
         if "rejected" in run:
             raise SystemExit(f"ComfyUI rejected the workflow: {json.dumps(run['rejected'], indent=1)[:4000]}")
         errors = [e for e in run["events"] if e["type"] == "execution_error"]
