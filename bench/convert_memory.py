@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from xportrait_core.checkpoint.architecture import FULL, XPortraitConfig  # noqa: E402
-from xportrait_core.checkpoint.tiny import ddpm_schedule, official_inventory, positional_encoding  # noqa: E402
+from xportrait_core.checkpoint.tiny import ddpm_schedule, official_inventory  # noqa: E402
+from xportrait_core.temporal import sinusoidal_position_table  # noqa: E402
 
 FILE_NAME = "model_state-415001.th"
 CAST_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
@@ -85,7 +86,7 @@ def build(path: Path, scale: float) -> None:
         if key in schedule:
             state[key] = schedule[key]
         elif key.endswith("pos_encoder.pe"):
-            state[key] = positional_encoding(shape[2], shape[1])
+            state[key] = sinusoidal_position_table(shape[2], shape[1])
         else:
             state[key] = torch.from_file(str(zeros), shared=False, size=_numel(shape)).view(shape)
     torch.save(state, path)

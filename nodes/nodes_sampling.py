@@ -1,7 +1,6 @@
 """Sampling nodes: patch the MODEL, attach motion control, build the start latent."""
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
 from .motion_control import MotionHints, XPortraitMotionControl

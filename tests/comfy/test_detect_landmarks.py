@@ -2,7 +2,6 @@
 errors, and a run with stand-in (random) weights in the released files' format."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 

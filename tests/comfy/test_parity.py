@@ -2,7 +2,6 @@
 through the pack's ComfyUI glue and ComfyUI's own sampler on CPU in fp32."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

@@ -15,15 +15,7 @@ from xportrait_core.face.alignment import (AlignmentMode, alignment_affine, best
 from xportrait_core.face.resample import resize_matrix, resize_numpy, resize_torch
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-G6 = SHARED / "parity" / "g6_preprocess.npz"
 ASSETS = SHARED / "assets"
-
-
-@pytest.fixture(scope="module")
-def g6():
-    if not G6.exists():
-        pytest.skip(f"G6 golden not found at {G6} (it sits beside the repository in development and CI)")
-    return dict(np.load(G6))
 
 
 @pytest.fixture(scope="module")

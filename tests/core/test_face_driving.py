@@ -1,7 +1,6 @@
 """encode_driving: the official preparation end to end (G6 goldens) and its robustness."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,15 +8,6 @@ import torch
 
 from xportrait_core.face.driving import FaceLandmarks, encode_driving
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-
-
-@pytest.fixture(scope="module")
-def g6():
-    path = SHARED / "parity" / "g6_preprocess.npz"
-    if not path.exists():
-        pytest.skip(f"parity fixture not found at {path}")
-    return np.load(path)
 
 
 def _inputs(g6):

@@ -14,15 +14,7 @@ from xportrait_core.face.alignment import alignment_affine, choose_alignment, wa
 from xportrait_core.face.local_hints import local_patch_hint, patch_centres
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-G6 = SHARED / "parity" / "g6_preprocess.npz"
 ASSETS = SHARED / "assets"
-
-
-@pytest.fixture(scope="module")
-def g6():
-    if not G6.exists():
-        pytest.skip(f"G6 golden not found at {G6} (it sits beside the repository in development and CI)")
-    return dict(np.load(G6))
 
 
 def _windows(hint: torch.Tensor) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from .architecture import COMPONENTS, SCHEDULE_BUFFERS, TINY, XPortraitConfig, expected_inventory
 from .components import official_key
+from ..temporal import sinusoidal_position_table
 
 TIMESTEPS, LINEAR_START, LINEAR_END = 1000, 0.00085, 0.012
 
@@ -48,16 +49,6 @@ def ddpm_schedule() -> dict[str, torch.Tensor]:
     return {name: values[name].float() for name in SCHEDULE_BUFFERS}
 
 
-def positional_encoding(channels: int, length: int) -> torch.Tensor:
-    """The motion modules' sinusoidal table [1, length, channels]: sin on even, cos on odd channels."""
-    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    frequency = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32) * (-math.log(10000.0) / channels))
-    table = torch.zeros(1, length, channels)
-    table[0, :, 0::2] = torch.sin(position * frequency)
-    table[0, :, 1::2] = torch.cos(position * frequency)
-    return table
-
-
 def _random_parameter(key: str, shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
     # Seeded per name, so a tensor does not change when another component is added or removed.
     generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
@@ -83,7 +74,7 @@ def build_random_checkpoint(config: XPortraitConfig = TINY, seed: int = 0, dtype
             if component == "buffers":
                 out[name] = schedule[key]
             elif key.endswith("pos_encoder.pe"):
-                out[name] = positional_encoding(shape[2], shape[1])
+                out[name] = sinusoidal_position_table(shape[2], shape[1])
             else:
                 out[name] = _random_parameter(name, shape, seed, dtype)
     return out

@@ -1,0 +1,17 @@
+"""Fixtures shared by the host-independent tests (no ComfyUI here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+G6 = Path(__file__).resolve().parents[2].parent / "shared" / "parity" / "g6_preprocess.npz"
+
+
+@pytest.fixture(scope="module")
+def g6():
+    """The official driving-preprocessing goldens (../shared/parity/g6_preprocess.npz)."""
+    if not G6.exists():
+        pytest.skip(f"G6 golden not found at {G6} (it sits beside the repository in development and CI)")
+    return dict(np.load(G6))
