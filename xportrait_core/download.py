@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.name or list(KNOWN_FILES)
     if args.url and len(names) != 1:
         parser.error("--url replaces the address of one file: give exactly one --name with it")
-    from .convert import ProgressLine  # convert imports this module, so not at the top
+    from .progress import ProgressLine
 
     folder = args.models_dir / "xportrait"
     for name in names:
