@@ -16,7 +16,7 @@ import torch
 import comfy.model_patcher
 from comfy.patcher_extension import WrappersMP
 
-from ..xportrait_core.windows import blend_weights, official_windows, sliding_windows
+from ..xportrait_core.windows import WindowPlan, average_over_windows
 
 from .motion_control import WINDOW_FRAMES_OPTION
 
@@ -68,8 +68,8 @@ class WindowState:
         for callback in self.on_finish:
             callback()
 
-    def plan(self, n_frames: int, sigma: float):
-        """Windows (frame index tensors) and per-window weights for this model call, or None."""
+    def plan(self, n_frames: int, sigma: float) -> WindowPlan | None:
+        """The windows of this model call (a new plan when the sigma changes), or None for one pass."""
         o = self.options
         if o.mode == "off" or n_frames <= o.length:
             if n_frames > 24:
@@ -83,13 +83,9 @@ class WindowState:
                     offset = o.offsets[self._step % len(o.offsets)] % n_frames
                 else:
                     offset = self._rng.randint(0, n_frames - 1)
-                windows = official_windows(n_frames, offset, o.length, o.overlap)
-                weights = [torch.ones(len(w)) for w in windows]
+                self._plan = WindowPlan.official(n_frames, offset, o.length, o.overlap)
             else:
-                windows = sliding_windows(n_frames, o.length, o.overlap)
-                weights = [torch.as_tensor(w, dtype=torch.float32)
-                           for w in blend_weights(windows, n_frames, o.overlap)]
-            self._plan = [(torch.as_tensor(w, dtype=torch.long), wt) for w, wt in zip(windows, weights)]
+                self._plan = WindowPlan.sliding(n_frames, o.length, o.overlap)
             self._step += 1
         return self._plan
 
@@ -116,25 +112,18 @@ class _WindowedCondBatch:
         plan = self.state.plan(n, float(timestep.reshape(-1)[0]))
         if plan is None:
             return executor(model, conds, x_in, timestep, model_options)
-        sums = None
-        weight_sum = torch.zeros(n, device=x_in.device, dtype=x_in.dtype)
         per_frame_sigma = timestep.shape[0] == n
-        for frames, weights in plan:
+        per_window = []
+        for window in plan.windows:
+            frames = torch.tensor(window, dtype=torch.long)
             frames_dev = frames.to(x_in.device)
             options = dict(model_options)
             options["transformer_options"] = {**model_options.get("transformer_options", {}),
                                               WINDOW_FRAMES_OPTION: frames}
-            outs = executor(model, conds, x_in[frames_dev], timestep[frames_dev] if per_frame_sigma else timestep,
-                            options)
-            w = weights.to(device=x_in.device, dtype=x_in.dtype)
-            w_b = w.view(-1, *([1] * (x_in.ndim - 1)))
-            if sums is None:
-                sums = [torch.zeros_like(x_in) for _ in outs]
-            for acc, out in zip(sums, outs):
-                acc.index_add_(0, frames_dev, out * w_b)
-            weight_sum.index_add_(0, frames_dev, w)
-        norm = weight_sum.view(-1, *([1] * (x_in.ndim - 1)))
-        return [acc / norm for acc in sums]
+            per_window.append(executor(model, conds, x_in[frames_dev],
+                                       timestep[frames_dev] if per_frame_sigma else timestep, options))
+        # One prediction per conditioning; each is merged over the windows on its own.
+        return [average_over_windows([outs[c] for outs in per_window], plan, n) for c in range(len(per_window[0]))]
 
 
 def attach_windows(model: comfy.model_patcher.ModelPatcher, state: WindowState) -> None:
