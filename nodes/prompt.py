@@ -12,14 +12,9 @@ import comfy.sd
 from . import model_files
 
 
-
 def sidecar_path(model_path: str) -> str:
-    stem = model_path
-    for ext in sorted(model_files.EXTENSIONS, key=len, reverse=True):
-        if stem.endswith(ext):
-            stem = stem[: -len(ext)]
-            break
-    return stem + model_files.SIDECAR_SUFFIX
+    """`<model file without extension>.empty_prompt.safetensors` beside the model file."""
+    return os.path.splitext(model_path)[0] + model_files.SIDECAR_SUFFIX
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,7 +36,6 @@ def empty_prompt_context(model_file: str) -> torch.Tensor:
             raise ValueError(f"'{os.path.basename(sidecar)}' has no [1,77,C] 'context' tensor (keys {sorted(tensors)})")
         return context.float()
     if model_files.has_component(model_file, "text_encoder"):
-        stat = os.stat(path)
-        return _encode_with_text_encoder(model_file, (stat.st_size, stat.st_mtime_ns))
+        return _encode_with_text_encoder(model_file, model_files.open_file(model_file).stamp)
     raise ValueError(f"'{model_file}' holds no text encoder and there is no '{os.path.basename(sidecar)}' beside "
                      "it; choose the X-Portrait file, or use CLIP Text Encode with an empty text and an SD1.5 CLIP")
