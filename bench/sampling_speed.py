@@ -2,9 +2,15 @@
 
 Random weights with the official architecture (SD1.5 UNet, 20 temporal modules, reference net,
 two ControlNets, SD VAE), a 512x512 clip of N frames, KSampler-equivalent sampling (ddim,
-ddim_uniform, cfg 5) and VAE decode. Prints a table: seconds per output frame and peak memory.
+ddim_uniform, cfg 5) and VAE decode. Prints a table: seconds per output frame, peak memory per
+phase, effective TFLOP/s, the ratio to the official script's figure on the same GPU, and the
+measured activation memory per batch row (the constant in nodes/memory_estimate.py).
 
     python bench/sampling_speed.py --comfyui PATH [--frames 60] [--steps 30] [--dtype fp16]
+        [--no-attention-kernels] [--no-reuse-residuals] [--usable-gib N] [--comfy-flag=--lowvram]
+
+`--usable-gib N` starts a second process that holds all but N GiB of the GPU before ComfyUI
+starts, so the pack's process sees an N GiB card (its own CUDA context included).
 """
 from __future__ import annotations
 
@@ -15,25 +21,47 @@ import sys
 import time
 from pathlib import Path
 
+import subprocess
+
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+#: The official script on one H200 with the same random weights (../shared/docs/performance-baseline.md).
+OFFICIAL_S_PER_FRAME = 0.921
+OFFICIAL_TOTAL_S_PER_FRAME = 0.971
+#: Forward FLOPs of one frame through UNet + temporal modules + both ControlNets, cond and
+#: uncond, with the reference net once per step (the same accounting as the baseline).
+GFLOP_PER_FRAME_EVALUATION = 3174
 
 
-def load_comfy(comfy_dir: str, cpu: bool, flags: list[str]):
+def hold_gpu_except(usable_gib: float) -> subprocess.Popen:
+    """A child process that keeps all but ``usable_gib`` of the GPU allocated until killed."""
+    code = ("import sys, time, torch; free, total = torch.cuda.mem_get_info(); "
+            f"keep = free - int({usable_gib} * 2**30); "
+            "x = torch.empty(max(keep, 0), dtype=torch.uint8, device='cuda'); "
+            "print('blocker holds', round(keep / 2**30, 2), 'GiB', flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    print(child.stdout.readline().strip())
+    return child
+
+
+def load_comfy(comfy_dir: str, cpu: bool, flags: list[str], reserve_vram: float | None):
+    """ComfyUI's core plus this pack alone (no other custom or extra nodes: fewer imports)."""
     sys.path.insert(0, comfy_dir)
     import comfy.options
     comfy.options.enable_args_parsing(False)
     import comfy.cli_args
     comfy.cli_args.args.cpu = cpu
+    if reserve_vram is not None:
+        comfy.cli_args.args.reserve_vram = reserve_vram
     for flag in flags:
         setattr(comfy.cli_args.args, flag.lstrip("-").replace("-", "_"), True)
     import nodes
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    asyncio.run(nodes.load_custom_node(str(REPO)))
     for name in list(sys.modules):
-        if name.endswith("/comfyui-xportrait"):
+        if name.endswith("/" + REPO.name) or name == REPO.name:
             return lambda sub: importlib.import_module(f"{name}.{sub}")
-    raise SystemExit("the pack did not load into ComfyUI (is it linked into custom_nodes?)")
+    raise SystemExit("the pack did not load into ComfyUI")
 
 
 def random_weights(inventory: dict, dtype: torch.dtype, device: str) -> dict:
@@ -52,30 +80,52 @@ def main() -> None:
     ap.add_argument("--comfyui", required=True)
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--cfg", type=float, default=5.0)
+    ap.add_argument("--sampler", default="ddim")
+    ap.add_argument("--scheduler", default="ddim_uniform")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     ap.add_argument("--window-mode", default="official")
     ap.add_argument("--tiny", action="store_true", help="tiny widths on CPU: a dry run of the script itself")
-    ap.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN autotune convolutions")
+    ap.add_argument("--no-attention-kernels", action="store_true", help="speed lever off: torch/ComfyUI's kernels")
+    ap.add_argument("--no-reuse-residuals", action="store_true", help="speed lever off: ControlNets per window")
+    ap.add_argument("--usable-gib", type=float, help="simulate a card of this size with a blocker process")
+    ap.add_argument("--reserve-vram", type=float, help="ComfyUI's --reserve-vram (GiB)")
+    ap.add_argument("--memory-cap-gib", type=float, help="hard cap: torch.cuda.set_per_process_memory_fraction")
+    ap.add_argument("--vae-probe", action="store_true", help="also print VAE decode peak per frame at batch 1/4/16")
     ap.add_argument("--comfy-flag", action="append", default=[],
-                    help="a boolean ComfyUI command-line flag to set, e.g. --comfy-flag=--disable-dynamic-vram")
+                    help="a boolean ComfyUI command-line flag to set, e.g. --comfy-flag=--lowvram")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of the sampling run")
     args = ap.parse_args()
 
-    pack = load_comfy(args.comfyui, cpu=args.tiny, flags=args.comfy_flag)
+    blocker = hold_gpu_except(args.usable_gib) if args.usable_gib else None
+    try:
+        # ComfyUI's executor runs every node under inference mode; without it autograd would keep
+        # the VAE decoder's activations (60 frames: >130 GiB, then ComfyUI's tiled fallback).
+        with torch.inference_mode():
+            run(args)
+    finally:
+        if blocker is not None:
+            blocker.kill()
+
+
+def run(args) -> None:
+    if args.memory_cap_gib and not args.tiny:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total))
+    pack = load_comfy(args.comfyui, cpu=args.tiny, flags=args.comfy_flag, reserve_vram=args.reserve_vram)
     import comfy.model_management as mm
-    import comfy.model_patcher
     import comfy.sample
     import comfy.samplers
     arch = pack("xportrait_core.checkpoint.architecture")
+    windows_core = pack("xportrait_core.windows")
     networks = pack("nodes.networks")
-    temporal_mod = pack("xportrait_core.temporal")
     patch = pack("nodes.xportrait_patch")
     window = pack("nodes.window_sampling")
     control_mod = pack("nodes.motion_control")
+    speed_mod = pack("nodes.speed_options")
 
     torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     dtype = networks.WEIGHT_DTYPES[args.dtype]
     t0 = time.perf_counter()
     config, device = (arch.TINY, "cpu") if args.tiny else (arch.FULL, "cuda")
@@ -84,9 +134,7 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     model = networks.build_base_model(parts["unet"], args.dtype)
     vae = networks.build_vae(parts["vae"])
-    modules = temporal_mod.TemporalModuleSet.from_state_dict(parts["temporal"]).to(dtype).eval()
-    temporal = comfy.model_patcher.ModelPatcher(modules, load_device=mm.get_torch_device(),
-                                                offload_device=mm.unet_offload_device())
+    temporal = networks.build_temporal_modules(parts["temporal"], args.dtype)
     reference_net = networks.build_reference_net(parts["reference_net"], args.dtype)
     pose = networks.build_controlnet(parts["pose_controlnet"], args.dtype)
     local = networks.build_controlnet(parts["local_controlnet"], args.dtype)
@@ -99,54 +147,100 @@ def main() -> None:
     local_hint = -torch.ones(n, 3, s, s)
     local_hint[:, :, s // 4: s // 2, s // 4: s // 2] = frames[:, :, s // 4: s // 2, s // 4: s // 2]
     context = torch.randn(1, 77, config.context_dim, generator=g)
+    speed = speed_mod.SpeedOptions(attention_kernels=not args.no_attention_kernels,
+                                   reuse_control_residuals=not args.no_reuse_residuals)
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    peak = (lambda: torch.cuda.max_memory_allocated() / 2**30) if cuda else (lambda: float("nan"))
+    reset = torch.cuda.reset_peak_memory_stats if cuda else (lambda: None)
+    reset()
     t_start = time.perf_counter()
     latents = patch.encode_references(vae, model, portrait)
     patched = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
-                                    window.WindowOptions(args.window_mode, 16, 4))
+                                    window.WindowOptions(args.window_mode, 16, 4), speed)
     control = control_mod.XPortraitMotionControl(pose, local, control_mod.MotionHints(frames, local_hint))
     positive = [[context, {"control": control}]]
     negative = [[context, {"control": control}]]
     start = vae.encode(portrait).repeat(n, 1, 1, 1)
     noise = comfy.sample.prepare_noise(start, 0)
-    peak = (lambda: torch.cuda.max_memory_allocated() / 2**30) if device == "cuda" else (lambda: float("nan"))
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    sync()
+    encode_s, encode_peak = time.perf_counter() - t_start, peak()
+    reset()
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if args.profile else None
     t_sample = time.perf_counter()
     if profiler:
         profiler.__enter__()
-    samples = comfy.sample.sample(patched, noise, args.steps, 5.0, "ddim", "ddim_uniform", positive, negative,
-                                  start, denoise=1.0, disable_pbar=True, seed=0)
+    samples = comfy.sample.sample(patched, noise, args.steps, args.cfg, args.sampler, args.scheduler, positive,
+                                  negative, start, denoise=1.0, disable_pbar=True, seed=0)
     sync()
     t_decode = time.perf_counter()
     if profiler:
         profiler.__exit__(None, None, None)
-        print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+        print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=45))
     sampling_peak = peak()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    resident = torch.cuda.memory_allocated() / 2**30 if cuda else float("nan")
+    reset()
     images = vae.decode(samples)
     sync()
     t_end = time.perf_counter()
     decode_peak = peak()
 
-    rows = [("ComfyUI flags", " ".join(args.comfy_flag) or "(defaults)"), ("frames", n), ("steps (ddim_uniform)", args.steps), ("weights", args.dtype),
+    calls = args.steps + (1 if args.sampler == "ddim" else 0)
+    plan = (windows_core.official_windows(n, 0) if args.window_mode == "official"
+            else windows_core.sliding_windows(n) if args.window_mode == "sliding" else [list(range(n))])
+    evaluations = calls * sum(len(w) for w in plan)
+    sampling_s = t_decode - t_sample
+    rows_per_call = 2 * min(n, 16) if args.cfg != 1.0 else min(n, 16)
+    per_row = (sampling_peak - resident) * 2**30 / rows_per_call / (s // 8) ** 2 if cuda else float("nan")
+    rows = [("date", time.strftime("%Y-%m-%d")),
+            ("device", torch.cuda.get_device_name() if cuda else "cpu"),
+            ("settings", f"{n} frames {s}x{s}, {args.sampler}/{args.scheduler} {args.steps} steps ({calls} calls), "
+                         f"cfg {args.cfg}, windows {args.window_mode} 16/4, {args.dtype}"),
+            ("levers", f"attention kernels {'on' if speed.attention_kernels else 'off'}, "
+                       f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}"),
+            ("memory limits", f"usable {args.usable_gib} GiB (blocker), reserve-vram {args.reserve_vram}, "
+                              f"cap {args.memory_cap_gib}, flags {' '.join(args.comfy_flag) or '-'}"),
             ("random weights built (s)", f"{build_s:.1f}"),
-            ("sampling (s)", f"{t_decode - t_sample:.1f}"), ("VAE decode (s)", f"{t_end - t_decode:.1f}"),
-            ("total incl. encode (s)", f"{t_end - t_start:.1f}"),
-            ("sampling s/frame", f"{(t_decode - t_sample) / n:.3f}"),
-            ("total s/frame", f"{(t_end - t_start) / n:.3f}"), ("peak GPU memory, sampling (GiB)", f"{sampling_peak:.2f}"),
-            ("peak GPU memory, VAE decode (GiB)", f"{decode_peak:.2f} (ComfyUI sizes decode batches to free memory)"),
-            ("output finite", bool(torch.isfinite(images).all())),
-            ("device", torch.cuda.get_device_name() if device == "cuda" else "cpu")]
+            ("encode portrait + start (s) / peak GiB", f"{encode_s:.2f} / {encode_peak:.2f}"),
+            ("sampling (s)", f"{sampling_s:.1f}"), ("VAE decode (s)", f"{t_end - t_decode:.2f}"),
+            ("sampling s/frame", f"{sampling_s / n:.3f}"),
+            ("  vs official 0.921 s/frame", f"{OFFICIAL_S_PER_FRAME / (sampling_s / n):.2f}x"),
+            ("total s/frame (encode + sampling + decode)", f"{(t_end - t_start) / n:.3f}"),
+            ("  vs official 0.971 s/frame", f"{OFFICIAL_TOTAL_S_PER_FRAME / ((t_end - t_start) / n):.2f}x"),
+            ("effective TFLOP/s", f"{GFLOP_PER_FRAME_EVALUATION * evaluations / sampling_s / 1000:.0f}"),
+            ("peak GPU memory, sampling (GiB)", f"{sampling_peak:.2f}"),
+            ("resident after sampling (GiB)", f"{resident:.2f}"),
+            ("activations per row and latent pixel (bytes)", f"{per_row:.0f}"),
+            ("peak GPU memory, VAE decode (GiB)", f"{decode_peak:.2f}"),
+            ("output finite", bool(torch.isfinite(images).all()))]
     width = max(len(k) for k, _ in rows)
     print("\n| metric | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k.ljust(width)} | {v} |")
+    if args.vae_probe and cuda:
+        vae_probe(vae, samples)
+
+
+def vae_probe(vae, samples) -> None:
+    """Peak decode memory per frame at a few batch sizes, against ComfyUI's per-frame estimate."""
+    print("\n| VAE decode batch | peak GiB | GiB per frame | estimate GiB per frame | s |\n|---|---|---|---|---|")
+    estimate = vae.memory_used_decode(samples[:1].shape, vae.vae_dtype) / 2**30
+    for batch in (1, 16, 30, 32, 60):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        try:
+            with torch.no_grad():
+                vae.first_stage_model.decode(samples[:batch].to("cuda", vae.vae_dtype))
+            torch.cuda.synchronize()
+        except torch.OutOfMemoryError:
+            print(f"| {batch} | out of memory at {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB | | | |")
+            continue
+        used = (torch.cuda.max_memory_allocated() - base) / 2**30
+        print(f"| {batch} | {used:.2f} | {used / batch:.3f} | {estimate:.3f} | {time.perf_counter() - t:.2f} |")
 
 
 if __name__ == "__main__":

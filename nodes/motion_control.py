@@ -5,6 +5,10 @@ both passes in one UNet call; it computes residuals for the conditional rows onl
 other rows exact zeros, which leaves the unconditional pass bit-identical to no control (the
 official model runs its unconditional pass without ControlNets). Per-frame hints are cut to the
 frames of the current window, which the window wrapper publishes in transformer_options.
+
+Residual reuse (a speed lever, on unless the speed options turn it off): within one model call
+a frame's residuals are the same in every window that covers it, so they are computed once per
+frame and call (see `xportrait_core.residual_reuse`).
 """
 from __future__ import annotations
 
@@ -14,9 +18,14 @@ import comfy.controlnet
 import comfy.model_patcher
 import comfy.utils
 
-from ..xportrait_core.reference_bank import conditional_rows
+from ..xportrait_core.reference_bank import chunk_runs, position_runs
+from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_after
 
 WINDOW_FRAMES_OPTION = "xportrait_window_frames"
+#: (model call number, every window of the call, index of the current window)
+WINDOW_PLAN_OPTION = "xportrait_window_plan"
+#: transformer_options flag set by Apply X-Portrait's speed options; absent means on.
+REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
 
 
 class MotionHints:
@@ -49,6 +58,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         self.local_strength = float(local_strength)
         self.model_sampling_current = None
         self._sized_hints: dict = {}
+        self._reuse = WindowResidualCache()
 
     def _active(self):
         pairs = ((self.global_net, self.hints.global_hint, self.global_strength),
@@ -71,7 +81,38 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
             raise ValueError(f"X-Portrait motion control: the latent batch has at least {int(frames.max()) + 1} "
                              f"frames but the driving hints have {sized.shape[0]}; make the start latent's "
                              "frame count equal to the driving clip's")
-        return sized[frames.to(sized.device)]
+        # Slices of the device copy: indexing with a host tensor would sync with the GPU.
+        runs = position_runs(frames.tolist())
+        return sized[runs[0]] if len(runs) == 1 else torch.cat([sized[r] for r in runs])
+
+    def _residuals(self, active, x, t, frames, context) -> list[torch.Tensor]:
+        """Summed, strength-scaled residuals of both nets for conditional latents ``x`` (frames ``frames``)."""
+        sampling = self.model_sampling_current
+        x_in = sampling.calculate_input(t, x)
+        timestep = sampling.timestep(t)
+        total = None
+        for net, hint, strength, which in active:
+            dtype = getattr(net, "manual_cast_dtype", None) or net.model.dtype
+            h = self._hint_frames(which, hint, frames, x_in, dtype)
+            out = net.model(x=x_in.to(dtype), hint=h, timesteps=timestep.to(dtype), context=context.to(dtype))
+            residuals = out["output"] + out["middle"]
+            if strength != 1.0:
+                residuals = [r * strength for r in residuals]
+            total = residuals if total is None else [a + b for a, b in zip(total, residuals)]
+        return total
+
+    def _reused_residuals(self, active, x, t, frames, context, plan) -> list[torch.Tensor]:
+        """Residuals of one window, computing only the frames no earlier window of the call did."""
+        call, windows, index = plan
+        self._reuse.begin(call)
+        window = frames.tolist()
+        fresh_at = self._reuse.missing(window)
+        fresh = None
+        if fresh_at:
+            runs = position_runs(fresh_at)
+            pick = (lambda v: v[runs[0]]) if len(runs) == 1 else (lambda v: torch.cat([v[r] for r in runs]))
+            fresh = self._residuals(active, pick(x), pick(t), frames[fresh_at], pick(context))
+        return self._reuse.assemble(window, fresh_at, fresh, frames_needed_after(windows, index))
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         control_prev = None
@@ -81,40 +122,44 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
             return control_prev
         active = self._active()
         cond_or_uncond = transformer_options.get("cond_or_uncond") or [0] * batched_number
-        cond_rows, other_rows = conditional_rows(cond_or_uncond, x_noisy.shape[0])
-        if not active or cond_rows.numel() == 0:
+        runs = chunk_runs(cond_or_uncond, x_noisy.shape[0])
+        if not active or not any(is_cond for _, is_cond in runs):
             return control_prev
 
         chunk = x_noisy.shape[0] // len(cond_or_uncond)
         frames = transformer_options.get(WINDOW_FRAMES_OPTION)
         frames = torch.arange(chunk) if frames is None else frames.cpu()
-        cond_chunks = cond_rows.numel() // chunk
-        rows = cond_rows.to(x_noisy.device)
-        sampling = self.model_sampling_current
-        x = sampling.calculate_input(t[rows], x_noisy[rows])
-        timestep = sampling.timestep(t[rows])
-        context = cond.get("crossattn_controlnet", cond["c_crossattn"])
-        context = context[cond_rows.to(context.device)].to(x_noisy.device)
+        # Slices, not index tensors: no host-to-device copy (and so no GPU sync) per window.
+        cond_slices = [rows for rows, is_cond in runs if is_cond]
+        gather = (lambda v: v[cond_slices[0]]) if len(cond_slices) == 1 else (
+            lambda v: torch.cat([v[rows] for rows in cond_slices]))
+        context = cond.get("crossattn_controlnet", cond["c_crossattn"]).to(x_noisy.device)
+        x, t_cond, context = gather(x_noisy), gather(t), gather(context)
+        cond_chunks = x.shape[0] // chunk
 
-        total = None
-        for net, hint, strength, which in active:
-            dtype = getattr(net, "manual_cast_dtype", None) or net.model.dtype
-            h = self._hint_frames(which, hint, frames, x, dtype).repeat(cond_chunks, 1, 1, 1)
-            out = net.model(x=x.to(dtype), hint=h, timesteps=timestep.to(dtype), context=context.to(dtype))
-            residuals = out["output"] + out["middle"]
-            if strength != 1.0:
-                residuals = [r * strength for r in residuals]
-            total = residuals if total is None else [a + b for a, b in zip(total, residuals)]
+        plan = transformer_options.get(WINDOW_PLAN_OPTION)
+        if plan is not None and cond_chunks == 1 and transformer_options.get(REUSE_RESIDUALS_OPTION, True):
+            total = self._reused_residuals(active, x, t_cond, frames, context, plan)
+        else:
+            total = self._residuals(active, x, t_cond, frames.repeat(cond_chunks), context)
 
-        if other_rows.numel():
-            full = []
-            for r in total:
-                z = r.new_zeros((x_noisy.shape[0],) + tuple(r.shape[1:]))
-                z[rows] = r
-                full.append(z)
-            total = full
+        if len(runs) > 1 or not runs[0][1]:
+            total = [self._spread(r, runs) for r in total]
         control = {"middle": total[-1:], "output": total[:-1]}
         return self.control_merge(control, control_prev, output_dtype=None)
+
+    @staticmethod
+    def _spread(residual: torch.Tensor, runs) -> torch.Tensor:
+        """Conditional rows back in batch order, exact zeros for the other chunks."""
+        pieces, taken = [], 0
+        for rows, is_cond in runs:
+            n = rows.stop - rows.start
+            if is_cond:
+                pieces.append(residual[taken:taken + n])
+                taken += n
+            else:
+                pieces.append(residual.new_zeros((n,) + tuple(residual.shape[1:])))
+        return torch.cat(pieces)
 
     def pre_run(self, model, percent_to_timestep_function):
         super().pre_run(model, percent_to_timestep_function)
@@ -123,6 +168,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
     def cleanup(self):
         self.model_sampling_current = None
         self._sized_hints = {}
+        self._reuse.clear()
         super().cleanup()
 
     def get_models(self):

@@ -1,14 +1,10 @@
 """Loader nodes: base model, temporal modules, reference net, the two motion ControlNets."""
 from __future__ import annotations
 
-import comfy.model_management as mm
-import comfy.model_patcher
 from comfy_api.latest import io
 
-from ..xportrait_core.temporal import TemporalModuleSet
-
 from . import model_files
-from .networks import (WEIGHT_DTYPE_TOOLTIP, WEIGHT_DTYPES, build_base_model, build_controlnet,
+from .networks import (WEIGHT_DTYPE_TOOLTIP, WEIGHT_DTYPES, build_base_model, build_controlnet, build_temporal_modules,
                        build_reference_net, build_vae)
 from .prompt import empty_prompt_context
 from .types import MotionControlNet, ReferenceNet, TemporalModules
@@ -57,12 +53,7 @@ class LoadTemporalModules(io.ComfyNode):
         # Own copies: the module set adopts tensors as given, and these would otherwise share
         # memory with the memory-mapped checkpoint file.
         sd = {k: v.clone() for k, v in model_files.load_component(model_file, "temporal").items()}
-        modules = TemporalModuleSet.from_state_dict(sd)
-        dtype = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype()
-        modules = modules.to(dtype=dtype).eval()
-        patcher = comfy.model_patcher.ModelPatcher(modules, load_device=mm.get_torch_device(),
-                                                   offload_device=mm.unet_offload_device())
-        return io.NodeOutput(patcher)
+        return io.NodeOutput(build_temporal_modules(sd, weight_dtype))
 
 
 class LoadReferenceNet(io.ComfyNode):

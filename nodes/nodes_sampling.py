@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .motion_control import MotionHints, XPortraitMotionControl
-from .types import Driving, MotionControlNet, ReferenceNet, TemporalModules
+from .speed_options import SpeedOptions
+from .types import Driving, MotionControlNet, ReferenceNet, Speed, TemporalModules
 from .window_sampling import WINDOW_MODES, WindowOptions
 from .xportrait_patch import apply_xportrait, encode_references
 
@@ -35,16 +36,42 @@ class ApplyXPortrait(io.ComfyNode):
                              tooltip="Frames per window (16 = official, the temporal modules' training length)."),
                 io.Int.Input("window_overlap", default=4, min=0, max=23,
                              tooltip="Frames shared by neighbouring windows (4 = official)."),
+                Speed.Input("speed_options", optional=True,
+                            tooltip="From X-Portrait Speed Options. Unconnected: every speed lever on (they "
+                                    "compute the same result, only faster)."),
             ],
-            outputs=[io.Model.Output()])
+            outputs=[io.Model.Output(tooltip="The patched MODEL: sample it with KSampler or SamplerCustom.")])
 
     @classmethod
     def execute(cls, model, temporal_modules, reference_net, vae, reference_image, reference_strength,
-                window_mode, window_length, window_overlap) -> io.NodeOutput:
+                window_mode, window_length, window_overlap, speed_options=None) -> io.NodeOutput:
         windows = WindowOptions(window_mode, window_length, window_overlap)
         latents = encode_references(vae, model, reference_image)
         return io.NodeOutput(apply_xportrait(model, temporal_modules, reference_net, latents, reference_strength,
-                                             windows))
+                                             windows, speed_options))
+
+
+class SpeedSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitSpeedOptions", display_name="X-Portrait Speed Options", category=CATEGORY,
+            description="Switches Apply X-Portrait's speed levers one by one, to compare or to work around a "
+                        "driver problem. Each lever computes the same result as the plain path.",
+            inputs=[
+                io.Boolean.Input("attention_kernels", default=True,
+                                 tooltip="Unpadded attention kernels for X-Portrait's head sizes (cuDNN on Hopper) "
+                                         "and a matmul kernel for the 16-frame temporal attention. GPU fp16/bf16 "
+                                         "only; elsewhere ComfyUI's own attention runs."),
+                io.Boolean.Input("reuse_control_residuals", default=True,
+                                 tooltip="Run the motion ControlNets once per frame and step instead of once per "
+                                         "window that covers the frame (a quarter less ControlNet work at 16/4)."),
+            ],
+            outputs=[Speed.Output(display_name="speed_options", tooltip="Connect to Apply X-Portrait.")])
+
+    @classmethod
+    def execute(cls, attention_kernels, reuse_control_residuals) -> io.NodeOutput:
+        return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals))
 
 
 class MotionControl(io.ComfyNode):
@@ -134,4 +161,4 @@ class StartLatent(io.ComfyNode):
         return io.NodeOutput({"samples": latent.repeat(driving.frames, 1, 1, 1)})
 
 
-SAMPLING_NODES = [ApplyXPortrait, MotionControl, DrivingFromImages, StartLatent]
+SAMPLING_NODES = [ApplyXPortrait, SpeedSettings, MotionControl, DrivingFromImages, StartLatent]

@@ -15,7 +15,10 @@ import comfy.model_patcher
 from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
 from comfy.patcher_extension import WrappersMP
 
-from ..xportrait_core.reference_bank import ReferenceBank, conditional_rows, reference_attention
+from ..xportrait_core.reference_bank import ReferenceBank, chunk_runs, reference_attention
+
+from .attention_choice import OVERRIDE_OPTION
+from .motion_control import WINDOW_PLAN_OPTION
 
 REFERENCE_KEY = "xportrait_reference"
 BANK_OPTION = "xportrait_reference_kv"
@@ -63,23 +66,37 @@ class ReferenceState:
     def reset(self) -> None:
         self._cache_key = self._cache_context = self._cache_value = None
 
-    def _record(self, timestep: torch.Tensor, context: torch.Tensor) -> ReferenceBank:
+    def _record(self, timestep: torch.Tensor, context: torch.Tensor, attention_override=None) -> ReferenceBank:
         net = self.reference_net.model
         dtype = getattr(self.reference_net, "compute_dtype", None) or next(net.parameters()).dtype
         device = context.device
         refs = self.latents.shape[0]
         recorder = _BankRecorder()
         options = {"patches": {"attn1_patch": [recorder]}}
+        if attention_override is not None:
+            options[OVERRIDE_OPTION] = attention_override
         with torch.no_grad():
             net(self.latents.to(device=device, dtype=dtype), timesteps=timestep.expand(refs).to(device),
                 context=context.expand(refs, -1, -1).to(dtype), transformer_options=options)
         return ReferenceBank.from_references([recorder.entries])
 
-    def projected_bank(self, unet, timestep: torch.Tensor, context: torch.Tensor) -> dict:
-        # Every window of a step hands over its own copy of the same context, so compare values.
-        key = (float(timestep.reshape(-1)[0]), tuple(context.shape), str(context.device))
-        if key != self._cache_key or not torch.equal(context, self._cache_context):
-            bank = self._record(timestep, context)
+    def projected_bank(self, unet, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
+                       call=None) -> dict:
+        """The bank for this timestep and context, recorded once per model call.
+
+        ``call`` is the window wrapper's model-call number: all windows of one call share the
+        timestep and the (empty-prompt) context, so the call number alone is the key and no
+        value has to be read back from the GPU. Without it (no windows) values are compared.
+        """
+        if call is not None:
+            key = ("call", call, tuple(context.shape), str(context.device))
+            stale = key != self._cache_key
+        else:
+            # Every window hands over its own copy of the same context, so compare values.
+            key = (float(timestep.reshape(-1)[0]), tuple(context.shape), str(context.device))
+            stale = key != self._cache_key or not torch.equal(context, self._cache_context)
+        if stale:
+            bank = self._record(timestep, context, attention_override)
             sites = transformer_sites(unet)
             if len(sites) != len(bank):
                 raise ValueError(f"reference net recorded {len(bank)} attention sites but the MODEL has "
@@ -100,8 +117,10 @@ class _DiffusionModelBank:
     def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         cond_or_uncond = transformer_options.get("cond_or_uncond") or []
         if 0 in cond_or_uncond and self.state.strength != 0.0:
-            first = int(conditional_rows(cond_or_uncond, x.shape[0])[0][0])
-            bank = self.state.projected_bank(executor.class_obj, timesteps[first:first + 1], context[first:first + 1])
+            first = next(rows.start for rows, is_cond in chunk_runs(cond_or_uncond, x.shape[0]) if is_cond)
+            plan = transformer_options.get(WINDOW_PLAN_OPTION)
+            bank = self.state.projected_bank(executor.class_obj, timesteps[first:first + 1], context[first:first + 1],
+                                             transformer_options.get(OVERRIDE_OPTION), plan[0] if plan else None)
             transformer_options = {**transformer_options, BANK_OPTION: bank}
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
@@ -126,15 +145,10 @@ class _BankAttention:
             return attention(q, k, v)
         k_bank, v_bank = bank[self.site]
         strength = self.state.strength
-        cond_rows, other_rows = conditional_rows(extra_options["cond_or_uncond"], q.shape[0])
-        if other_rows.numel() == 0:
-            return reference_attention(q, k, v, k_bank, v_bank, attention, strength)
-        cond_rows, other_rows = cond_rows.to(q.device), other_rows.to(q.device)
-        out = torch.empty_like(q)
-        out[other_rows] = attention(q[other_rows], k[other_rows], v[other_rows])
-        out[cond_rows] = reference_attention(q[cond_rows], k[cond_rows], v[cond_rows], k_bank, v_bank,
-                                             attention, strength)
-        return out
+        outs = [reference_attention(q[rows], k[rows], v[rows], k_bank, v_bank, attention, strength) if is_cond
+                else attention(q[rows], k[rows], v[rows])
+                for rows, is_cond in chunk_runs(extra_options["cond_or_uncond"], q.shape[0])]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def attach_reference_attention(model: comfy.model_patcher.ModelPatcher, state: ReferenceState) -> None:

@@ -13,6 +13,9 @@ from comfy.patcher_extension import PatcherInjection
 
 from ..xportrait_core.temporal import INPUT_BLOCK_SLOTS, TemporalModule, TemporalModuleSet
 
+from .attention_choice import temporal_attention
+from .speed_options import TEMPORAL_KERNEL_OPTION
+
 TEMPORAL_KEY = "xportrait_temporal"
 
 
@@ -26,7 +29,8 @@ def frames_per_chunk(batch: int, transformer_options: dict) -> int:
 
 def _run_temporal(layer: TemporalModule, x, emb, context, transformer_options, *unused):
     weight_dtype = next(layer.parameters()).dtype
-    out = layer(x.to(weight_dtype), frames_per_chunk(x.shape[0], transformer_options))
+    attention = temporal_attention(transformer_options.get(TEMPORAL_KERNEL_OPTION, True))
+    out = layer(x.to(weight_dtype), frames_per_chunk(x.shape[0], transformer_options), attention)
     return out.to(x.dtype)
 
 

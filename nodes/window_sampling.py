@@ -16,9 +16,11 @@ import torch
 import comfy.model_patcher
 from comfy.patcher_extension import WrappersMP
 
+from ..xportrait_core.host_values import to_device
 from ..xportrait_core.windows import WindowPlan, average_over_windows
 
-from .motion_control import WINDOW_FRAMES_OPTION
+from .memory_estimate import window_fits_batched
+from .motion_control import WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 
 WINDOWS_KEY = "xportrait_windows"
 WINDOW_MODES = ("official", "sliding", "off")
@@ -58,10 +60,12 @@ class WindowState:
         self._step = 0
         self._last_sigma = None
         self._plan = None
+        self.calls = 0
 
     def start(self, seed) -> None:
         self._rng = random.Random(0 if seed is None else int(seed))
         self._step, self._last_sigma, self._plan = 0, None, None
+        self.calls = 0
 
     def finish(self) -> None:
         self._plan = self._last_sigma = None
@@ -110,20 +114,33 @@ class _WindowedCondBatch:
     def __call__(self, executor, model, conds, x_in, timestep, model_options):
         n = x_in.shape[0]
         plan = self.state.plan(n, float(timestep.reshape(-1)[0]))
+        self.state.calls += 1
         if plan is None:
-            return executor(model, conds, x_in, timestep, model_options)
+            return _run_window(executor, model, conds, x_in, timestep, model_options)
         per_frame_sigma = timestep.shape[0] == n
         per_window = []
-        for window in plan.windows:
+        for index, window in enumerate(plan.windows):
             frames = torch.tensor(window, dtype=torch.long)
-            frames_dev = frames.to(x_in.device)
+            frames_dev = to_device(window, x_in.device, torch.long)
             options = dict(model_options)
+            # The call number tells per-call caches (ControlNet residual reuse) that x_in is new.
             options["transformer_options"] = {**model_options.get("transformer_options", {}),
-                                              WINDOW_FRAMES_OPTION: frames}
-            per_window.append(executor(model, conds, x_in[frames_dev],
-                                       timestep[frames_dev] if per_frame_sigma else timestep, options))
+                                              WINDOW_FRAMES_OPTION: frames,
+                                              WINDOW_PLAN_OPTION: (self.state.calls, plan.windows, index)}
+            per_window.append(_run_window(executor, model, conds, x_in[frames_dev],
+                                          timestep[frames_dev] if per_frame_sigma else timestep, options))
         # One prediction per conditioning; each is merged over the windows on its own.
         return [average_over_windows([outs[c] for outs in per_window], plan, n) for c in range(len(per_window[0]))]
+
+
+def _run_window(executor, model, conds, x, timestep, model_options):
+    """One window through ComfyUI's cond batching; cond and uncond one at a time when X-Portrait's
+    activations for the batched pass would not fit (ComfyUI's own check uses the plain SD1.5
+    estimate, which does not know the temporal modules and the reference bank)."""
+    live = [c for c in conds if c is not None]
+    if len(live) < 2 or window_fits_batched(model, x, len(live)):
+        return executor(model, conds, x, timestep, model_options)
+    return [None if c is None else executor(model, [c], x, timestep, model_options)[0] for c in conds]
 
 
 def attach_windows(model: comfy.model_patcher.ModelPatcher, state: WindowState) -> None:

@@ -5,8 +5,12 @@ import torch
 
 import comfy.model_patcher
 
+from .memory_estimate import attach_memory_estimate
 from .reference_attention import ReferenceState, attach_reference_attention
+from .speed_options import SpeedOptions, apply_speed_options
 from .temporal_injection import attach_temporal_modules
+from ..xportrait_core.temporal import MAX_FRAMES
+
 from .window_sampling import WindowOptions, WindowState, attach_windows
 
 
@@ -22,8 +26,10 @@ def encode_references(vae, model: comfy.model_patcher.ModelPatcher, images: torc
 
 
 def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference_net, reference_latents,
-                    reference_strength: float, windows: WindowOptions) -> comfy.model_patcher.ModelPatcher:
+                    reference_strength: float, windows: WindowOptions,
+                    speed: SpeedOptions | None = None) -> comfy.model_patcher.ModelPatcher:
     patched = model.clone()
+    apply_speed_options(patched, speed or SpeedOptions())
     if temporal is not None:
         attach_temporal_modules(patched, temporal)
     on_finish = []
@@ -32,4 +38,5 @@ def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference
         attach_reference_attention(patched, state)
         on_finish.append(state.reset)
     attach_windows(patched, WindowState(windows, on_finish))
+    attach_memory_estimate(patched, windows.length if windows.mode != "off" else MAX_FRAMES)
     return patched

@@ -51,12 +51,13 @@ else
   fi
 fi
 
-REQ_STAMP="$VENV/.comfy-req-$(sha256sum "$COMFY/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+REQ_STAMP="$VENV/.comfy-req-$(sha256sum "$COMFY/requirements.txt" "$ROOT/requirements.txt" | sha256sum | cut -c1-16)"
 if [ ! -f "$REQ_STAMP" ]; then
   log "installing ComfyUI's requirements and the pack's dependencies (torch kept pinned)"
   "${PIP[@]}" install -c "$CONSTRAINTS" -r "$COMFY/requirements.txt"
-  "${PIP[@]}" install -c "$CONSTRAINTS" safetensors einops opencv-python-headless kornia \
-      pytest pytest-timeout websocket-client
+  # The pack's own requirements exactly as ComfyUI-Manager installs them, then the test tools.
+  "${PIP[@]}" uninstall -y opencv-python-headless >/dev/null 2>&1 || true
+  "${PIP[@]}" install -c "$CONSTRAINTS" -r "$ROOT/requirements.txt" pytest pytest-timeout websocket-client
   rm -f "$VENV"/.comfy-req-*
   touch "$REQ_STAMP"
 fi

@@ -87,3 +87,34 @@ def conditional_rows(cond_or_uncond: Sequence[int], batch: int) -> tuple[torch.T
     rows = torch.arange(batch).view(chunks, size)
     is_cond = torch.tensor([tag == 0 for tag in cond_or_uncond])
     return rows[is_cond].reshape(-1), rows[~is_cond].reshape(-1)
+
+
+def chunk_runs(cond_or_uncond: Sequence[int], batch: int) -> list[tuple[slice, bool]]:
+    """The batch as row slices of consecutive conditional (tag 0) or other chunks, in order.
+
+    Slices, unlike index tensors, select rows on the GPU without copying indices from the host,
+    which would wait for every queued kernel (a host-device sync) at each attention site.
+    """
+    chunks = len(cond_or_uncond)
+    if chunks == 0 or batch % chunks:
+        raise ValueError(f"batch of {batch} rows cannot be split into {chunks} conditioning chunks")
+    size = batch // chunks
+    runs: list[tuple[slice, bool]] = []
+    for i, tag in enumerate(cond_or_uncond):
+        is_cond = tag == 0
+        if runs and runs[-1][1] == is_cond:
+            runs[-1] = (slice(runs[-1][0].start, (i + 1) * size), is_cond)
+        else:
+            runs.append((slice(i * size, (i + 1) * size), is_cond))
+    return runs
+
+
+def position_runs(positions: Sequence[int]) -> list[slice]:
+    """Sorted positions grouped into slices of consecutive values ([4,5,6,9] -> 4:7, 9:10)."""
+    runs: list[slice] = []
+    for p in positions:
+        if runs and runs[-1].stop == p:
+            runs[-1] = slice(runs[-1].start, p + 1)
+        else:
+            runs.append(slice(p, p + 1))
+    return runs

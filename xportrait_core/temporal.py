@@ -5,6 +5,11 @@ attend over the frames of its own clip. Twenty of them sit in the generation UNe
 blocks 1,2,4,5,7,8,10,11 and after each of the 12 output blocks. Submodule names follow the
 official checkpoint so a prefix-stripped state dict loads strictly.
 
+Layers come from an ``operations`` namespace (``Linear``, ``LayerNorm``, ``GroupNorm``), torch.nn by
+default; a host passes its own casting layers so its memory manager can stream the weights
+layer by layer on small GPUs. The frame attention is a replaceable callable, so a host can pick
+the fused kernel per shape (``attention_kernels``).
+
 Precision: everything runs in the input dtype. GroupNorm and LayerNorm are safe in fp16/bf16
 because torch accumulates their statistics in fp32 internally; the attention goes through
 ``scaled_dot_product_attention``, whose fused kernels also accumulate in fp32. The position
@@ -14,11 +19,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: ``attention(q, k, v) -> out`` on ``[batch, heads, tokens, head_dim]`` tensors.
+AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: Official motion-module settings (the released checkpoint and the tiny fixture share them).
 HEADS = 8
@@ -51,7 +59,8 @@ class PositionTable(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         frames = tokens.shape[-2]
-        return tokens + self.pe[0, :frames].to(tokens.dtype)
+        # The table may sit on the offload device when the host streams this module's layers.
+        return tokens + self.pe[0, :frames].to(device=tokens.device, dtype=tokens.dtype)
 
 
 class TemporalSelfAttention(nn.Module):
@@ -60,17 +69,17 @@ class TemporalSelfAttention(nn.Module):
     Queries, keys and values all come from the position-encoded tokens (official behaviour).
     """
 
-    def __init__(self, channels: int, heads: int, max_frames: int):
+    def __init__(self, channels: int, heads: int, max_frames: int, operations=nn):
         super().__init__()
         self.heads = heads
-        self.to_q = nn.Linear(channels, channels, bias=False)
-        self.to_k = nn.Linear(channels, channels, bias=False)
-        self.to_v = nn.Linear(channels, channels, bias=False)
+        self.to_q = operations.Linear(channels, channels, bias=False)
+        self.to_k = operations.Linear(channels, channels, bias=False)
+        self.to_v = operations.Linear(channels, channels, bias=False)
         # A Sequential so the projection keeps the checkpoint name ``to_out.0``.
-        self.to_out = nn.Sequential(nn.Linear(channels, channels))
+        self.to_out = nn.Sequential(operations.Linear(channels, channels))
         self.pos_encoder = PositionTable(channels, max_frames)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, attention: AttentionKernel | None = None) -> torch.Tensor:
         # tokens: [clips, positions, frames, C]
         clips, positions, frames, channels = tokens.shape
         encoded = self.pos_encoder(tokens)
@@ -81,7 +90,7 @@ class TemporalSelfAttention(nn.Module):
             return split.transpose(1, 2)
 
         q, k, v = (heads_first(proj(encoded)) for proj in (self.to_q, self.to_k, self.to_v))
-        attended = F.scaled_dot_product_attention(q, k, v)  # default scale = head_dim ** -0.5
+        attended = (attention or F.scaled_dot_product_attention)(q, k, v)  # scale = head_dim ** -0.5
         attended = attended.transpose(1, 2).reshape(clips, positions, frames, channels)
         return self.to_out(attended)
 
@@ -89,9 +98,9 @@ class TemporalSelfAttention(nn.Module):
 class GEGLU(nn.Module):
     """Value half times exact GELU of the gate half (gate is the second half of ``proj``)."""
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, operations=nn):
         super().__init__()
-        self.proj = nn.Linear(channels, hidden * 2)
+        self.proj = operations.Linear(channels, hidden * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
@@ -99,39 +108,41 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, channels: int, mult: int = 4):
+    def __init__(self, channels: int, mult: int = 4, operations=nn):
         super().__init__()
         # The official index 1 is a dropout; a parameter-free placeholder keeps ``net.2`` aligned.
-        self.net = nn.Sequential(GEGLU(channels, channels * mult), nn.Identity(), nn.Linear(channels * mult, channels))
+        self.net = nn.Sequential(GEGLU(channels, channels * mult, operations), nn.Identity(),
+                                 operations.Linear(channels * mult, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
 class TemporalTransformerBlock(nn.Module):
-    def __init__(self, channels: int, heads: int, max_frames: int):
+    def __init__(self, channels: int, heads: int, max_frames: int, operations=nn):
         super().__init__()
-        self.attention_blocks = nn.ModuleList(TemporalSelfAttention(channels, heads, max_frames) for _ in range(2))
-        self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(2))
-        self.ff = FeedForward(channels)
-        self.ff_norm = nn.LayerNorm(channels)
+        self.attention_blocks = nn.ModuleList(TemporalSelfAttention(channels, heads, max_frames, operations)
+                                              for _ in range(2))
+        self.norms = nn.ModuleList(operations.LayerNorm(channels) for _ in range(2))
+        self.ff = FeedForward(channels, operations=operations)
+        self.ff_norm = operations.LayerNorm(channels)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        for attention, norm in zip(self.attention_blocks, self.norms):
+    def forward(self, tokens: torch.Tensor, attention: AttentionKernel | None = None) -> torch.Tensor:
+        for attend, norm in zip(self.attention_blocks, self.norms):
             # Residual is the pre-norm tensor, without the position table.
-            tokens = attention(norm(tokens)) + tokens
+            tokens = attend(norm(tokens), attention) + tokens
         return self.ff(self.ff_norm(tokens)) + tokens
 
 
 class TemporalTransformer(nn.Module):
-    def __init__(self, channels: int, heads: int, max_frames: int):
+    def __init__(self, channels: int, heads: int, max_frames: int, operations=nn):
         super().__init__()
-        self.norm = nn.GroupNorm(32, channels, eps=1e-6, affine=True)
-        self.proj_in = nn.Linear(channels, channels)
-        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, max_frames)])
-        self.proj_out = nn.Linear(channels, channels)
+        self.norm = operations.GroupNorm(32, channels, eps=1e-6, affine=True)
+        self.proj_in = operations.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, max_frames, operations)])
+        self.proj_out = operations.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, attention: AttentionKernel | None = None) -> torch.Tensor:
         stacked, channels, height, width = x.shape
         clips = stacked // frames
         normed = self.norm(x)  # per frame: GroupNorm never mixes batch entries
@@ -140,7 +151,7 @@ class TemporalTransformer(nn.Module):
         tokens = normed.reshape(clips, frames, channels, height * width).permute(0, 3, 1, 2)
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
-            tokens = block(tokens)
+            tokens = block(tokens, attention)
         tokens = self.proj_out(tokens)
         return tokens.permute(0, 2, 3, 1).reshape(stacked, channels, height, width) + x
 
@@ -148,7 +159,7 @@ class TemporalTransformer(nn.Module):
 class TemporalModule(nn.Module):
     """One temporal module; its state-dict keys start with ``temporal_transformer.``."""
 
-    def __init__(self, channels: int, heads: int = HEADS, max_frames: int = MAX_FRAMES):
+    def __init__(self, channels: int, heads: int = HEADS, max_frames: int = MAX_FRAMES, operations=nn):
         super().__init__()
         if channels % 32 or channels % heads:
             raise ValueError(
@@ -157,10 +168,12 @@ class TemporalModule(nn.Module):
             )
         self.channels = channels
         self.max_frames = max_frames
-        self.temporal_transformer = TemporalTransformer(channels, heads, max_frames)
+        self.temporal_transformer = TemporalTransformer(channels, heads, max_frames, operations)
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """``x``: ``[clips * frames, C, h, w]``, each clip ``frames`` consecutive frames."""
+    def forward(self, x: torch.Tensor, frames: int, attention: AttentionKernel | None = None) -> torch.Tensor:
+        """``x``: ``[clips * frames, C, h, w]``, each clip ``frames`` consecutive frames.
+
+        ``attention(q, k, v)`` on ``[batch, heads, frames, head_dim]``; torch's SDPA when None."""
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(
                 f"temporal module: expected input [clips*frames, {self.channels}, h, w], got {tuple(x.shape)}"
@@ -174,7 +187,7 @@ class TemporalModule(nn.Module):
             raise ValueError(
                 f"temporal module: batch {x.shape[0]} is not a whole number of clips of frames={frames}"
             )
-        return self.temporal_transformer(x, frames)
+        return self.temporal_transformer(x, frames, attention)
 
 
 _MODULE_KEY = re.compile(r"^(input|output)_blocks_motion_module\.(\d+)\.0\.temporal_transformer\.proj_in\.weight$")
@@ -190,6 +203,7 @@ class TemporalModuleSet(nn.Module):
         output_channels: Sequence[int],
         heads: int = HEADS,
         max_frames: int = MAX_FRAMES,
+        operations=nn,
     ):
         super().__init__()
         if len(input_channels) != len(INPUT_BLOCK_SLOTS) or len(output_channels) != OUTPUT_BLOCK_COUNT:
@@ -200,7 +214,7 @@ class TemporalModuleSet(nn.Module):
 
         # The checkpoint wraps each module in a one-element container, hence the ``.0`` in the keys.
         def wrapped(channels: Sequence[int]) -> nn.ModuleList:
-            return nn.ModuleList(nn.ModuleList([TemporalModule(c, heads, max_frames)]) for c in channels)
+            return nn.ModuleList(nn.ModuleList([TemporalModule(c, heads, max_frames, operations)]) for c in channels)
 
         self.input_blocks_motion_module = wrapped(input_channels)
         self.output_blocks_motion_module = wrapped(output_channels)
@@ -217,11 +231,13 @@ class TemporalModuleSet(nn.Module):
 
     @classmethod
     def from_state_dict(
-        cls, state_dict: Mapping[str, torch.Tensor], heads: int = HEADS, dtype: torch.dtype | None = None
+        cls, state_dict: Mapping[str, torch.Tensor], heads: int = HEADS, dtype: torch.dtype | None = None,
+        operations=nn,
     ) -> "TemporalModuleSet":
         """Build from prefix-stripped checkpoint tensors, reading every module's width from its
         ``proj_in`` and the table length from ``pe``; the load is strict and the stored tables are
-        used. Tensors are adopted as given (no random init, no copy); ``dtype`` casts afterwards."""
+        used. Tensors are adopted as given (no random init, no copy); ``dtype`` casts afterwards.
+        ``operations`` supplies the layer classes (see the module docstring)."""
         channels: dict[str, dict[int, int]] = {"input": {}, "output": {}}
         for key, tensor in state_dict.items():
             match = _MODULE_KEY.match(key)
@@ -246,6 +262,7 @@ class TemporalModuleSet(nn.Module):
                 [channels["output"][j] for j in range(expected["output"])],
                 heads=heads,
                 max_frames=max_frames,
+                operations=operations,
             )
         try:
             result = module_set.load_state_dict(dict(state_dict), strict=False, assign=True)

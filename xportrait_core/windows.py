@@ -20,6 +20,8 @@ from typing import Sequence
 
 import torch
 
+from .host_values import to_device
+
 WINDOW_LENGTH = 16
 WINDOW_OVERLAP = 4
 BLEND_KINDS = ("flat", "linear")
@@ -181,8 +183,8 @@ def average_over_windows(
     stacked = torch.cat(list(outputs_per_window))
     accumulate = torch.float64 if stacked.dtype == torch.float64 else torch.float32
     device = stacked.device
-    frame_index = torch.tensor([f for window in plan.windows for f in window], device=device)
-    weight = torch.tensor([w for row in plan.weights for w in row], dtype=accumulate, device=device)
+    frame_index = to_device([f for window in plan.windows for f in window], device)
+    weight = to_device([w for row in plan.weights for w in row], device, accumulate)
     broadcast = (-1,) + (1,) * len(trailing)
     total = torch.zeros((n_frames, *trailing), dtype=accumulate, device=device)
     total.index_add_(0, frame_index, stacked.to(accumulate) * weight.view(broadcast))

@@ -45,3 +45,17 @@ def test_xportrait_graph_runs_over_http(comfy_server):
         data = comfy_server.view(item["filename"], item["subfolder"], item["type"])
         frame = np.asarray(Image.open(io.BytesIO(data)))
         assert frame.shape == (128, 128, 3) and frame.std() > 0.5
+
+
+def test_speed_options_node_switches_levers_without_changing_the_video(comfy):
+    # 20 frames: two overlapping windows per step, so residual reuse actually reuses.
+    frames = {}
+    for name, speed in (("default", None), ("all off", {"attention_kernels": False, "reuse_control_residuals": False}),
+                        ("all on", {"attention_kernels": True, "reuse_control_residuals": True})):
+        prompt, ids = xportrait_graph(frames=20, steps=2, size=64, speed=speed)
+        result = comfy.run(prompt)
+        assert result.success, result.error_text()
+        frames[name] = np.stack(_frames_from_preview(comfy, result.outputs, ids["output"])).astype(int)
+    assert frames["default"].shape[0] == 20
+    for name in ("all off", "all on"):
+        assert np.abs(frames[name] - frames["default"]).max() <= 1, name

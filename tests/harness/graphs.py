@@ -6,7 +6,8 @@ from .tiny_models import PARITY_MODEL
 
 def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int = 7, window_mode: str = "official",
                     cfg: float = 5.0, model_file: str = PARITY_MODEL, output: str = "PreviewImage",
-                    strengths: tuple[float, float, float] = (1.0, 1.0, 1.0), weight_dtype: str = "fp32"):
+                    strengths: tuple[float, float, float] = (1.0, 1.0, 1.0), weight_dtype: str = "fp32",
+                    speed: dict | None = None):
     """Portrait + driving images -> X-Portrait nodes -> KSampler(ddim, ddim_uniform) -> VAE Decode -> images."""
     from comfy_execution.graph_utils import GraphBuilder
 
@@ -21,9 +22,11 @@ def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int 
     driving_frames = g.node("EmptyImage", width=size, height=size, batch_size=frames, color=0x806040)
     local_hints = g.node("EmptyImage", width=size, height=size, batch_size=frames, color=0x000000)
     driving = g.node("XPortraitDrivingFromImages", aligned_frames=driving_frames.out(0), local_hints=local_hints.out(0))
+    levers = {} if speed is None else {"speed_options": g.node("XPortraitSpeedOptions", **speed).out(0)}
     applied = g.node("XPortraitApply", model=base.out(0), temporal_modules=temporal.out(0),
                      reference_net=reference.out(0), vae=base.out(1), reference_image=portrait.out(0),
-                     reference_strength=strengths[0], window_mode=window_mode, window_length=16, window_overlap=4)
+                     reference_strength=strengths[0], window_mode=window_mode, window_length=16, window_overlap=4,
+                     **levers)
     control = g.node("XPortraitMotionControl", positive=prompt.out(0), negative=prompt.out(0),
                      motion_controlnet=motion.out(0), local_controlnet=local.out(0), driving=driving.out(0),
                      motion_strength=strengths[1], local_strength=strengths[2], start_percent=0.0, end_percent=1.0)

@@ -40,28 +40,22 @@ class TinyRig:
 
     def __init__(self, weight_dtype: str = "fp32"):
         networks = pack_module("nodes.networks")
-        temporal_mod = pack_module("xportrait_core.temporal")
-        import comfy.model_management as mm
-        import comfy.model_patcher
         parts = tiny_components()
         self.parts = parts
-        dtype = networks.WEIGHT_DTYPES[weight_dtype]
         self.model = networks.build_base_model(parts["unet"], weight_dtype)
         self.vae = networks.build_vae(parts["vae"])
-        modules = temporal_mod.TemporalModuleSet.from_state_dict(parts["temporal"]).to(dtype).eval()
-        self.temporal = comfy.model_patcher.ModelPatcher(modules, load_device=mm.get_torch_device(),
-                                                         offload_device=mm.unet_offload_device())
+        self.temporal = networks.build_temporal_modules(dict(parts["temporal"]), weight_dtype)
         self.reference_net = networks.build_reference_net(parts["reference_net"], weight_dtype)
         self.pose = networks.build_controlnet(parts["pose_controlnet"], weight_dtype)
         self.local = networks.build_controlnet(parts["local_controlnet"], weight_dtype)
         self.sampling = self.model.get_model_object("model_sampling")
 
-    def patched(self, references: torch.Tensor | None, reference_strength=1.0, temporal=True, **window):
+    def patched(self, references: torch.Tensor | None, reference_strength=1.0, temporal=True, speed=None, **window):
         patch = pack_module("nodes.xportrait_patch")
         windows = pack_module("nodes.window_sampling").WindowOptions(**window)
         return patch.apply_xportrait(self.model, self.temporal if temporal else None,
                                      self.reference_net if references is not None else None, references,
-                                     reference_strength, windows)
+                                     reference_strength, windows, speed)
 
     def conditioning(self, context: torch.Tensor, hints=None, strengths=(1.0, 1.0)):
         """[positive, negative] with the motion control attached to both (as the node does)."""

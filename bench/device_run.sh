@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One device session of GPU benchmarks (run through the device tool from the repo root).
+# Carried: .devcarry/ComfyUI (ComfyUI's .py files only, from scripts/setup_env.sh's tree) and
+# .whl (torchsde, trampoline, comfy-aimdo). Not carried: av and comfy-kitchen (35 + 45 MB, over
+# the carry limit); the bench never calls them, so tiny import-only stand-ins are written to /tmp.
+# Usage: bash bench/device_run.sh PHASE...   (phases: attention, speed, levers, vae, small, long, lcm)
+set -uo pipefail
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+mkdir -p /tmp/stubs/av/container /tmp/stubs/av/subtitles/stream /tmp/stubs/av/video/reformatter /tmp/stubs/comfy_kitchen
+stub='class _Any:\n    pass\n\ndef __getattr__(name):\n    return _Any\n'
+for d in av av/container av/subtitles av/subtitles/stream av/video av/video/reformatter comfy_kitchen; do
+  printf "$stub" > "/tmp/stubs/$d/__init__.py"
+done
+export PYTHONPATH=/tmp/site:/tmp/stubs PYTHONUNBUFFERED=1
+COMFY=.devcarry/ComfyUI
+B="python3 bench/sampling_speed.py --comfyui $COMFY"
+for phase in "$@"; do
+  echo "=== $phase $(date -u +%FT%TZ)"
+  case "$phase" in
+    attention) python3 bench/attention_kernels.py ;;
+    speed) $B --vae-probe ;;
+    baseline) $B --no-attention-kernels --no-reuse-residuals ;;
+    levers) $B --no-reuse-residuals; $B --no-attention-kernels ;;
+    small) for gib in 8 12; do $B --steps 10 --usable-gib $gib; done
+           $B --steps 10 --reserve-vram 131.8 --memory-cap-gib 8
+           $B --steps 10 --usable-gib 8 --comfy-flag=--lowvram
+           $B --steps 10 --comfy-flag=--novram ;;
+    reserve8) $B --steps 10 --reserve-vram 131.8 --memory-cap-gib 8 ;;
+    blocker8) $B --steps 10 --usable-gib 8 ;;
+    blocker12) $B --steps 10 --usable-gib 12 ;;
+    small8) $B --steps 10 --usable-gib 8; $B --steps 10 --reserve-vram 131.8 --memory-cap-gib 8
+            $B --steps 10 --usable-gib 8 --comfy-flag=--lowvram ;;
+    long) $B --steps 10 --frames 240 ;;
+    vae) python3 bench/vae_decode.py --comfyui $COMFY ;;
+    profile) $B --steps 3 --profile --vae-probe ;;
+    lcm) $B --steps 8 --cfg 1.0 --sampler lcm --scheduler sgm_uniform ;;
+    *) echo "unknown phase $phase" ;;
+  esac
+done 2>&1 | tee -a "$OUT/bench.log"

@@ -1,0 +1,37 @@
+"""Speed levers of Apply X-Portrait, each switchable on its own.
+
+Every lever computes what the plain path computes (only rounding differs, see each module's
+test); they are all on by default. `SpeedOptions` travels as the XPORTRAIT_SPEED socket from the
+X-Portrait Speed Options node; Apply X-Portrait without it uses the defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .attention_choice import OVERRIDE_OPTION, choose_kernel
+from .motion_control import REUSE_RESIDUALS_OPTION
+
+#: transformer_options key: whether the temporal modules use the chosen frame-attention kernel.
+TEMPORAL_KERNEL_OPTION = "xportrait_temporal_kernel"
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """attention_kernels: unpadded attention kernels per head size and a matmul kernel for the
+    16-frame temporal attention (CUDA fp16/bf16 only; elsewhere torch's own choice).
+    reuse_control_residuals: ControlNet residuals computed once per frame and step, not once per
+    window that covers the frame."""
+
+    attention_kernels: bool = True
+    reuse_control_residuals: bool = True
+
+
+def apply_speed_options(model, options: SpeedOptions) -> None:
+    """Set the levers on a cloned MODEL's transformer_options (seen by every patch and control)."""
+    transformer_options = model.model_options.setdefault("transformer_options", {})
+    transformer_options[REUSE_RESIDUALS_OPTION] = options.reuse_control_residuals
+    transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
+    if options.attention_kernels:
+        transformer_options[OVERRIDE_OPTION] = choose_kernel
+    else:
+        transformer_options.pop(OVERRIDE_OPTION, None)
