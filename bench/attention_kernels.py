@@ -85,7 +85,6 @@ def main() -> None:
             except RuntimeError as error:
                 cells.append("n/a: " + str(error).split("\n")[0][:40])
         print(f"| {name} [{b}x{h}, {lq}x{lk}, d{d}] | " + " | ".join(cells) + " |")
-        del q, k, v, ref
         torch.cuda.empty_cache()
 
 

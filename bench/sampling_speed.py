@@ -114,7 +114,6 @@ def run(args) -> None:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total))
     pack = load_comfy(args.comfyui, cpu=args.tiny, flags=args.comfy_flag, reserve_vram=args.reserve_vram)
-    import comfy.model_management as mm
     import comfy.sample
     import comfy.samplers
     arch = pack("xportrait_core.checkpoint.architecture")

@@ -24,6 +24,8 @@ from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_a
 WINDOW_FRAMES_OPTION = "xportrait_window_frames"
 #: (model call number, every window of the call, index of the current window)
 WINDOW_PLAN_OPTION = "xportrait_window_plan"
+#: Frames of the whole clip in this model call (the latent batch before windowing).
+CLIP_FRAMES_OPTION = "xportrait_clip_frames"
 #: transformer_options flag set by Apply X-Portrait's speed options; absent means on.
 REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
 
@@ -127,6 +129,11 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
             return control_prev
 
         chunk = x_noisy.shape[0] // len(cond_or_uncond)
+        clip = transformer_options.get(CLIP_FRAMES_OPTION)
+        if clip is not None and self.hints.frames not in (1, clip):
+            raise ValueError(f"X-Portrait motion control: the start latent has {clip} frames but the driving hints "
+                             f"have {self.hints.frames}; make the start latent with X-Portrait Start Latent from the "
+                             "same driving clip, or cut the driving clip to the latent's length")
         frames = transformer_options.get(WINDOW_FRAMES_OPTION)
         frames = torch.arange(chunk) if frames is None else frames.cpu()
         # Slices, not index tensors: no host-to-device copy (and so no GPU sync) per window.

@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from ..xportrait_core.face.crop import crop_face, face_crop_box, paste_back
 from ..xportrait_core.face.driving import FaceLandmarks, encode_driving
 from .landmark_detection import detect_landmarks
-from .landmark_files import draw_landmarks, read_landmarks_json
+from .landmark_files import draw_landmarks, landmark_file_choices, read_landmarks_json
 from .motion_control import MotionHints
 from .types import Driving, FaceCrop, Landmarks
 
@@ -27,8 +27,9 @@ class LoadLandmarks(io.ComfyNode):
                         "from another detector. Frames marked not found are filled in later.",
             inputs=[
                 io.Image.Input("images", tooltip="The images the landmarks belong to (sets size and frame count)."),
-                io.String.Input("landmarks_file", default="landmarks.json",
-                                tooltip="Absolute path, or a file in ComfyUI's input folder."),
+                io.Combo.Input("landmarks_file", options=landmark_file_choices(), upload=io.UploadType.model,
+                               tooltip="A .json file in ComfyUI's input folder (upload one with the button). Files "
+                                       "outside the input folder are never read."),
                 io.Combo.Input("entry", options=["driving", "source"], default="driving",
                                tooltip="Which entry of a {'source':..., 'driving':...} file to read."),
             ],

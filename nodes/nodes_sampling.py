@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..xportrait_core.finite_inputs import require_finite
+from ..xportrait_core.reference_bank import REFERENCE_MODES
+
 from .motion_control import MotionHints, XPortraitMotionControl
 from .speed_options import SpeedOptions
 from .types import Driving, MotionControlNet, ReferenceNet, Speed, TemporalModules
@@ -25,7 +28,7 @@ class ApplyXPortrait(io.ComfyNode):
                 ReferenceNet.Input("reference_net", tooltip="From Load X-Portrait Reference Net."),
                 io.Vae.Input("vae", tooltip="Encodes the reference image(s)."),
                 io.Image.Input("reference_image", tooltip="The portrait (512x512 is the official size). A batch of "
-                               "several images gives several references; their banks are concatenated."),
+                               "several images gives several references (see reference_mode)."),
                 io.Float.Input("reference_strength", default=1.0, min=0.0, max=2.0, step=0.01,
                                tooltip="1.0 = official; 0 = no reference attention (identity is lost)."),
                 io.Combo.Input("window_mode", options=list(WINDOW_MODES), default="official",
@@ -36,6 +39,10 @@ class ApplyXPortrait(io.ComfyNode):
                              tooltip="Frames per window (16 = official, the temporal modules' training length)."),
                 io.Int.Input("window_overlap", default=4, min=0, max=23,
                              tooltip="Frames shared by neighbouring windows (4 = official)."),
+                io.Combo.Input("reference_mode", options=list(REFERENCE_MODES), default="shared", optional=True,
+                               tooltip="shared: every frame attends to all reference images (their banks are "
+                                       "joined). per frame: reference i drives frame i, as X-Portrait does with a "
+                                       "reference video; needs one reference per driving frame (or one)."),
                 Speed.Input("speed_options", optional=True,
                             tooltip="From X-Portrait Speed Options. Unconnected: every speed lever on (they "
                                     "compute the same result, only faster)."),
@@ -44,11 +51,12 @@ class ApplyXPortrait(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, temporal_modules, reference_net, vae, reference_image, reference_strength,
-                window_mode, window_length, window_overlap, speed_options=None) -> io.NodeOutput:
+                window_mode, window_length, window_overlap, reference_mode="shared",
+                speed_options=None) -> io.NodeOutput:
         windows = WindowOptions(window_mode, window_length, window_overlap)
         latents = encode_references(vae, model, reference_image)
         return io.NodeOutput(apply_xportrait(model, temporal_modules, reference_net, latents, reference_strength,
-                                             windows, speed_options))
+                                             windows, speed_options, reference_mode))
 
 
 class SpeedSettings(io.ComfyNode):
@@ -137,6 +145,8 @@ class DrivingFromImages(io.ComfyNode):
 
     @classmethod
     def execute(cls, aligned_frames, local_hints) -> io.NodeOutput:
+        require_finite(aligned_frames, "aligned_frames", "check the node that made the aligned driving frames")
+        require_finite(local_hints, "local_hints", "check the node that made the eye/mouth hint images")
         to_hint = lambda images: images[..., :3].movedim(-1, 1).float() * 2.0 - 1.0
         return io.NodeOutput(MotionHints(to_hint(aligned_frames), to_hint(local_hints)))
 
@@ -157,6 +167,7 @@ class StartLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, source_image, driving) -> io.NodeOutput:
+        require_finite(source_image[:1, :, :, :3], "source_image", "check the image loader or the node that made it")
         latent = vae.encode(source_image[:1, :, :, :3])
         return io.NodeOutput({"samples": latent.repeat(driving.frames, 1, 1, 1)})
 

@@ -15,10 +15,11 @@ import comfy.model_patcher
 from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
 from comfy.patcher_extension import WrappersMP
 
-from ..xportrait_core.reference_bank import ReferenceBank, chunk_runs, reference_attention
+from ..xportrait_core.reference_bank import (REFERENCE_MODES, ReferenceBank, chunk_runs, per_frame_bank_rows,
+                                             position_runs, reference_attention)
 
 from .attention_choice import OVERRIDE_OPTION
-from .motion_control import WINDOW_PLAN_OPTION
+from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 
 REFERENCE_KEY = "xportrait_reference"
 BANK_OPTION = "xportrait_reference_kv"
@@ -55,10 +56,14 @@ class ReferenceState:
     model_options dicts and lists on clone, not the objects inside them).
     """
 
-    def __init__(self, reference_net: comfy.model_patcher.ModelPatcher, latents: torch.Tensor, strength: float):
+    def __init__(self, reference_net: comfy.model_patcher.ModelPatcher, latents: torch.Tensor, strength: float,
+                 mode: str = "shared"):
+        if mode not in REFERENCE_MODES:
+            raise ValueError(f"reference_mode '{mode}' is not one of {REFERENCE_MODES}")
         self.reference_net = reference_net
         self.latents = latents
         self.strength = float(strength)
+        self.mode = mode
         self._cache_key = None
         self._cache_context = None
         self._cache_value = None
@@ -78,6 +83,8 @@ class ReferenceState:
         with torch.no_grad():
             net(self.latents.to(device=device, dtype=dtype), timesteps=timestep.expand(refs).to(device),
                 context=context.expand(refs, -1, -1).to(dtype), transformer_options=options)
+        if self.mode == "per frame":
+            return ReferenceBank(recorder.entries)  # [references, tokens, C]: one bank per reference
         return ReferenceBank.from_references([recorder.entries])
 
     def projected_bank(self, unet, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
@@ -145,10 +152,30 @@ class _BankAttention:
             return attention(q, k, v)
         k_bank, v_bank = bank[self.site]
         strength = self.state.strength
-        outs = [reference_attention(q[rows], k[rows], v[rows], k_bank, v_bank, attention, strength) if is_cond
+        if k_bank.shape[0] > 1 or self.state.mode == "per frame":
+            k_bank, v_bank = self._rows_of_window(k_bank, v_bank, extra_options, q.shape[0])
+
+        def fit(bank, n):  # several conditional chunks in one run each read the window's banks
+            return bank if bank.shape[0] in (1, n) else bank.repeat(n // bank.shape[0], 1, 1)
+
+        outs = [reference_attention(q[rows], k[rows], v[rows], fit(k_bank, rows.stop - rows.start),
+                                    fit(v_bank, rows.stop - rows.start), attention, strength) if is_cond
                 else attention(q[rows], k[rows], v[rows])
                 for rows, is_cond in chunk_runs(extra_options["cond_or_uncond"], q.shape[0])]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+    def _rows_of_window(self, k_bank, v_bank, extra_options, batch):
+        """Per-frame banks: the bank of each frame of this window, in window order."""
+        chunk = batch // len(extra_options["cond_or_uncond"])
+        frames = extra_options.get(WINDOW_FRAMES_OPTION)
+        frames = list(range(chunk)) if frames is None else frames.tolist()
+        rows = per_frame_bank_rows(k_bank.shape[0], frames, extra_options.get(CLIP_FRAMES_OPTION, chunk))
+        if rows is None:
+            return k_bank, v_bank
+        runs = position_runs(rows)
+        pick = (lambda t: t[runs[0]]) if len(runs) == 1 else (lambda t: torch.cat([t[r] for r in runs]))
+        return pick(k_bank), pick(v_bank)
 
 
 def attach_reference_attention(model: comfy.model_patcher.ModelPatcher, state: ReferenceState) -> None:

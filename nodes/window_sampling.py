@@ -13,14 +13,17 @@ from dataclasses import dataclass
 
 import torch
 
+import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.utils
 from comfy.patcher_extension import WrappersMP
 
+from ..xportrait_core.finite_inputs import require_finite
 from ..xportrait_core.host_values import to_device
 from ..xportrait_core.windows import WindowPlan, average_over_windows
 
 from .memory_estimate import window_fits_batched
-from .motion_control import WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
+from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 
 WINDOWS_KEY = "xportrait_windows"
 WINDOW_MODES = ("official", "sliding", "off")
@@ -61,11 +64,24 @@ class WindowState:
         self._last_sigma = None
         self._plan = None
         self.calls = 0
+        self._steps = 1
+        self._progress = None
 
-    def start(self, seed) -> None:
+    def start(self, seed, steps: int = 1) -> None:
         self._rng = random.Random(0 if seed is None else int(seed))
         self._step, self._last_sigma, self._plan = 0, None, None
         self.calls = 0
+        self._steps = max(1, steps)
+        self._progress = None
+
+    def window_done(self, index: int, windows: int) -> None:
+        """Advance ComfyUI's progress bar by one window (the sampler itself ticks once per step),
+        so a long clip never sits silent for a whole step; Cancel is honoured between windows."""
+        mm.throw_exception_if_processing_interrupted()
+        total = self._steps * windows
+        if self._progress is None:
+            self._progress = comfy.utils.ProgressBar(total)
+        self._progress.update_absolute(min(total, (self._step - 1) * windows + index + 1), total)
 
     def finish(self) -> None:
         self._plan = self._last_sigma = None
@@ -100,7 +116,12 @@ class _OuterSample:
 
     def __call__(self, executor, *args, **kwargs):
         seed = kwargs.get("seed", args[7] if len(args) > 7 else None)
-        self.state.start(seed)
+        latent = kwargs.get("latent_image", args[1] if len(args) > 1 else None)
+        sigmas = kwargs.get("sigmas", args[3] if len(args) > 3 else None)
+        if latent is not None:
+            require_finite(latent, "latent_image", "the sampler's latent is broken: encode the portrait again with "
+                           "X-Portrait Start Latent or check the node that made the latent")
+        self.state.start(seed, len(sigmas) - 1 if sigmas is not None else 1)
         try:
             return executor(*args, **kwargs)
         finally:
@@ -115,6 +136,8 @@ class _WindowedCondBatch:
         n = x_in.shape[0]
         plan = self.state.plan(n, float(timestep.reshape(-1)[0]))
         self.state.calls += 1
+        transformer_options = {**model_options.get("transformer_options", {}), CLIP_FRAMES_OPTION: n}
+        model_options = {**model_options, "transformer_options": transformer_options}
         if plan is None:
             return _run_window(executor, model, conds, x_in, timestep, model_options)
         per_frame_sigma = timestep.shape[0] == n
@@ -129,6 +152,7 @@ class _WindowedCondBatch:
                                               WINDOW_PLAN_OPTION: (self.state.calls, plan.windows, index)}
             per_window.append(_run_window(executor, model, conds, x_in[frames_dev],
                                           timestep[frames_dev] if per_frame_sigma else timestep, options))
+            self.state.window_done(index, len(plan.windows))
         # One prediction per conditioning; each is merged over the windows on its own.
         return [average_over_windows([outs[c] for outs in per_window], plan, n) for c in range(len(per_window[0]))]
 

@@ -9,6 +9,7 @@ from .memory_estimate import attach_memory_estimate
 from .reference_attention import ReferenceState, attach_reference_attention
 from .speed_options import SpeedOptions, apply_speed_options
 from .temporal_injection import attach_temporal_modules
+from ..xportrait_core.finite_inputs import require_finite
 from ..xportrait_core.temporal import MAX_FRAMES
 
 from .window_sampling import WindowOptions, WindowState, attach_windows
@@ -18,6 +19,7 @@ def encode_references(vae, model: comfy.model_patcher.ModelPatcher, images: torc
     """Reference latents in the diffusion model's space (x 0.18215 for SD1.5), one per image."""
     if images.ndim != 4 or images.shape[-1] < 3:
         raise ValueError(f"reference_image: expected an IMAGE batch [N,H,W,3], got {list(images.shape)}")
+    require_finite(images[..., :3], "reference_image", "check the image loader or the node that made the portrait")
     h, w = images.shape[1:3]
     if h % 8 or w % 8:
         raise ValueError(f"reference_image: {w}x{h} is not a multiple of 8; crop or resize it (512x512 is the official size)")
@@ -27,14 +29,14 @@ def encode_references(vae, model: comfy.model_patcher.ModelPatcher, images: torc
 
 def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference_net, reference_latents,
                     reference_strength: float, windows: WindowOptions,
-                    speed: SpeedOptions | None = None) -> comfy.model_patcher.ModelPatcher:
+                    speed: SpeedOptions | None = None, reference_mode: str = "shared") -> comfy.model_patcher.ModelPatcher:
     patched = model.clone()
     apply_speed_options(patched, speed or SpeedOptions())
     if temporal is not None:
         attach_temporal_modules(patched, temporal)
     on_finish = []
     if reference_net is not None and reference_latents is not None:
-        state = ReferenceState(reference_net, reference_latents, reference_strength)
+        state = ReferenceState(reference_net, reference_latents, reference_strength, reference_mode)
         attach_reference_attention(patched, state)
         on_finish.append(state.reset)
     attach_windows(patched, WindowState(windows, on_finish))

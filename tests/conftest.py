@@ -37,3 +37,17 @@ def comfy_server(model_dir, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def rig(comfy):
+    """The parity model's networks through the pack's glue (one per test module: patches stay local)."""
+    from harness.parity_rig import TinyRig
+    return TinyRig()
+
+
+@pytest.fixture(scope="module")
+def inp(parity_available):
+    """The parity fixture's inputs (latents, hints, context, references)."""
+    from harness.tiny_models import parity_inputs
+    return parity_inputs()

@@ -49,9 +49,24 @@ class ReferenceBank:
         return cls(merged)
 
 
+REFERENCE_MODES = ("shared", "per frame")
+
+
+def per_frame_bank_rows(references: int, frames: Sequence[int], clip_frames: int) -> list[int] | None:
+    """Which reference's bank each row of a window reads in ``per frame`` mode (the official
+    batch-aligned banks: frame b reads reference b); None when one reference serves every frame."""
+    if references == 1:
+        return None
+    if references != clip_frames:
+        raise ValueError(f"reference_mode 'per frame': {references} reference images for a clip of {clip_frames} "
+                         "frames; give one reference per driving frame, or a single reference, or use 'shared'")
+    return list(frames)
+
+
 def extend_keys_values(k: torch.Tensor, v: torch.Tensor, k_bank: torch.Tensor,
                        v_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append the projected bank tokens ``[1, L_b, D]`` to every row's keys and values."""
+    """Append the projected bank tokens to every row's keys and values: ``[1, L_b, D]`` is shared
+    by all rows, ``[rows, L_b, D]`` gives each row its own bank."""
     rows = k.shape[0]
     k_bank = k_bank.to(dtype=k.dtype, device=k.device).expand(rows, -1, -1)
     v_bank = v_bank.to(dtype=v.dtype, device=v.device).expand(rows, -1, -1)

@@ -59,3 +59,14 @@ def test_speed_options_node_switches_levers_without_changing_the_video(comfy):
     assert frames["default"].shape[0] == 20
     for name in ("all off", "all on"):
         assert np.abs(frames[name] - frames["default"]).max() <= 1, name
+
+
+def test_progress_moves_per_window_over_the_websocket(comfy, comfy_server):
+    steps = 2
+    prompt, ids = xportrait_graph(frames=20, steps=steps, size=64)
+    run = comfy_server.run(prompt)
+    assert "rejected" not in run, run.get("rejected")
+    progress = [e["data"] for e in run["events"] if e["type"] == "progress" and e["data"].get("node") == ids["sampler"]]
+    # 20 frames are two windows per step: the window ticks count steps x windows.
+    assert any(p["max"] == steps * 2 for p in progress), progress
+    assert len(progress) > steps, "the progress bar only moved once per sampling step"

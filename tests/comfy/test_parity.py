@@ -89,6 +89,17 @@ def test_eps_variants_match_g3(rig, inp):
     assert rel_l2(no_mm, g3["diag.eps_cond_no_motion_modules"]) < BOUND
 
 
+def test_per_frame_references_match_g3(rig, inp):
+    g3 = golden("g3_unet_eps.safetensors")
+    pos, neg = rig.conditioning(inp["context"], _hints(inp))
+    model = rig.patched(inp["z_ref_perframe"], reference_mode="per frame")
+    eps = _one_step_eps(rig, model, inp, pos, neg, cfg=1.0)
+    assert rel_l2(eps, g3["eps_cond_perframe_ref"]) < BOUND
+    # The shared mode joins the same references into one bank: a different model, far from the golden.
+    shared = _one_step_eps(rig, rig.patched(inp["z_ref_perframe"]), inp, pos, neg, cfg=1.0)
+    assert rel_l2(shared, g3["eps_cond_perframe_ref"]) > 100 * BOUND
+
+
 def test_strength_zero_and_uncond_are_exactly_unet_plus_temporal(rig, inp):
     plain_model = rig.patched(None)
     plain_pos, plain_neg = rig.conditioning(inp["context"])

@@ -4,18 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.parity_rig import TinyRig, pack_module
-from harness.tiny_models import parity_inputs
-
-
-@pytest.fixture(scope="module")
-def rig(comfy):
-    return TinyRig()
-
-
-@pytest.fixture(scope="module")
-def inp(parity_available):
-    return parity_inputs()
+from harness.parity_rig import pack_module
 
 
 def _hints(inp, n):

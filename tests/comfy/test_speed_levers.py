@@ -6,20 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.parity_rig import TinyRig, pack_module
-from harness.tiny_models import parity_inputs, rel_l2
+from harness.parity_rig import pack_module
+from harness.tiny_models import rel_l2
 
 LEVER_BOUND = 1e-5
-
-
-@pytest.fixture(scope="module")
-def rig(comfy):
-    return TinyRig()
-
-
-@pytest.fixture(scope="module")
-def inp(parity_available):
-    return parity_inputs()
 
 
 def _clip(inp, frames: int):
@@ -114,3 +104,18 @@ def test_vae_decodes_long_batches_in_chunks_exactly(rig):
     single = torch.cat([rig.vae.decode(latents[i:i + 1]) for i in range(frames)])
     assert whole.shape[0] == frames
     assert rel_l2(whole, single) < LEVER_BOUND
+
+
+def test_per_frame_references_under_windows(rig, inp):
+    """Each frame reads its own reference's bank in every window: identical references must give
+    exactly the shared single-reference result, and a wrong reference count is refused."""
+    frames = 20
+    x, hints = _clip(inp, frames)
+    pos, neg = rig.conditioning(inp["context"], hints)
+    shared = rig.sample(rig.patched(inp["z_ref"]), x, [501, 251], pos, neg, cfg=5.0, seed=7)[1]
+    same_refs = inp["z_ref"].expand(frames, -1, -1, -1).contiguous()
+    per_frame = rig.sample(rig.patched(same_refs, reference_mode="per frame"), x, [501, 251], pos, neg, cfg=5.0,
+                           seed=7)[1]
+    assert rel_l2(per_frame, shared) < LEVER_BOUND
+    with pytest.raises(ValueError, match="3 reference images for a clip of 20 frames"):
+        rig.sample(rig.patched(same_refs[:3], reference_mode="per frame"), x, [501, 251], pos, neg, cfg=5.0)

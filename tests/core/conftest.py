@@ -1,12 +1,13 @@
 """Fixtures shared by the host-independent tests (no ComfyUI here)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-G6 = Path(__file__).resolve().parents[2].parent / "shared" / "parity" / "g6_preprocess.npz"
+from harness.paths import PARITY  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
+
+G6 = PARITY / "g6_preprocess.npz"
 
 
 @pytest.fixture(scope="module")

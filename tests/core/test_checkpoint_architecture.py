@@ -1,7 +1,6 @@
 """Expected inventories: equal to the parity fixture at tiny size, to the spec's table at full size."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from xportrait_core.checkpoint.components import component_of
 from xportrait_core.checkpoint.tiny import build_random_checkpoint, ddpm_schedule, official_inventory
 from xportrait_core.checkpoint.validate import validate_checkpoint
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+from harness.paths import SHARED  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 TINY_FILE = SHARED / "parity" / "xportrait_tiny.safetensors"
 
 # Parameter counts from the spec's component table (docs/xportrait-spec.md section 1), in millions.

@@ -18,7 +18,7 @@ from xportrait_core.checkpoint.tiny import build_random_checkpoint, save_officia
 from xportrait_core.checkpoint.validate import validate_checkpoint
 from xportrait_core.convert import main
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+from harness.paths import SHARED  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 TINY_FILE = SHARED / "parity" / "xportrait_tiny.safetensors"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +13,7 @@ from xportrait_core.face.alignment import (AlignmentMode, alignment_affine, best
                                            choose_alignment, warp_frames)
 from xportrait_core.face.resample import resize_matrix, resize_numpy, resize_torch
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+from harness.paths import SHARED  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 ASSETS = SHARED / "assets"
 
 

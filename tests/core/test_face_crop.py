@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 from xportrait_core.face.crop import CropInfo, crop_face, face_crop_box, feather_mask, paste_back, select_face
 
-ASSETS = Path(__file__).resolve().parents[2].parent / "shared" / "assets"
+from harness.paths import ASSETS  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from xportrait_core.face.alignment import choose_alignment
 from xportrait_core.face.landmark_track import fill_missing_landmarks, smooth_landmarks
 from xportrait_core.face.local_hints import local_patch_hint, patch_centres
 
-ASSETS = Path(__file__).resolve().parents[2].parent / "shared" / "assets"
+from harness.paths import ASSETS  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 
 
 @pytest.fixture(scope="module")

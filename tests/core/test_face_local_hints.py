@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 from xportrait_core.face.alignment import alignment_affine, choose_alignment, warp_frames
 from xportrait_core.face.local_hints import local_patch_hint, patch_centres
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+from harness.paths import SHARED  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 ASSETS = SHARED / "assets"
 
 

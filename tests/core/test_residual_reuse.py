@@ -53,3 +53,11 @@ def test_runs_of_chunks_and_positions():
     assert position_runs([48, 49, 50, 0, 1, 5]) == [slice(48, 51), slice(0, 2), slice(5, 6)]
     with pytest.raises(ValueError, match="cannot be split"):
         chunk_runs([0, 1], 5)
+
+
+def test_per_frame_bank_rows_follow_the_window_frames():
+    from xportrait_core.reference_bank import per_frame_bank_rows
+    assert per_frame_bank_rows(1, [5, 6, 7], 20) is None
+    assert per_frame_bank_rows(20, [18, 19, 0, 1], 20) == [18, 19, 0, 1]
+    with pytest.raises(ValueError, match="give one reference per driving frame"):
+        per_frame_bank_rows(4, [0, 1], 20)

@@ -3,7 +3,6 @@ float64 reference, clip independence and frame-count handling."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from xportrait_core.temporal import (
     sinusoidal_position_table,
 )
 
-PARITY = Path(__file__).resolve().parents[2].parent / "shared" / "parity"
+from harness.paths import PARITY  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 UNET_PREFIX = "model.diffusion_model."
 # Tiny fixture widths (README section 1): model_channels 32, channel_mult [1,1,2,2].
 TINY_LEVEL_WIDTHS = [32 * m for m in (1, 1, 2, 2)]

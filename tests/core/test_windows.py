@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from xportrait_core.windows import (
     sliding_windows,
 )
 
-PARITY = Path(__file__).resolve().parents[2].parent / "shared" / "parity"
+from harness.paths import PARITY  # noqa: E402  ($XPORTRAIT_SHARED, default ../shared)
 CLIP_LENGTHS = [1, 5, 16, 17, 22, 40]
 
 

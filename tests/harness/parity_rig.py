@@ -50,12 +50,13 @@ class TinyRig:
         self.local = networks.build_controlnet(parts["local_controlnet"], weight_dtype)
         self.sampling = self.model.get_model_object("model_sampling")
 
-    def patched(self, references: torch.Tensor | None, reference_strength=1.0, temporal=True, speed=None, **window):
+    def patched(self, references: torch.Tensor | None, reference_strength=1.0, temporal=True, speed=None,
+                reference_mode="shared", **window):
         patch = pack_module("nodes.xportrait_patch")
         windows = pack_module("nodes.window_sampling").WindowOptions(**window)
         return patch.apply_xportrait(self.model, self.temporal if temporal else None,
                                      self.reference_net if references is not None else None, references,
-                                     reference_strength, windows, speed)
+                                     reference_strength, windows, speed, reference_mode)
 
     def conditioning(self, context: torch.Tensor, hints=None, strengths=(1.0, 1.0)):
         """[positive, negative] with the motion control attached to both (as the node does)."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..finite_inputs import require_finite
+
 from .alignment import AlignmentMode, choose_alignment, warp_frames
 from .landmark_track import fill_missing_landmarks, smooth_landmarks
 from .local_hints import local_patch_hint, patch_centres
@@ -39,6 +41,9 @@ class FaceLandmarks:
             raise ValueError(f"landmarks: expected [frames, 68, 2] points, got {list(self.points.shape)}")
         if self.found.shape != (self.points.shape[0],):
             raise ValueError(f"landmarks: {self.points.shape[0]} frames of points but {self.found.shape[0]} found flags")
+        # Frames without a face carry placeholder points; only the points that will be used must be finite.
+        require_finite(np.where(self.found[:, None, None], self.points, 0.0), "landmarks",
+                       "mark those frames as not found (found: false / null) or fix the landmark source")
 
     def __len__(self) -> int:
         return self.points.shape[0]
@@ -72,6 +77,7 @@ def encode_driving(frames: torch.Tensor, driving: FaceLandmarks, source: FaceLan
     """Align the driving frames to the portrait and build the global and local hints."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"driving frames: expected an IMAGE batch [N,H,W,3], got {list(frames.shape)}")
+    require_finite(frames, "driving frames", "check the video loader or the node that made the frames")
     if len(driving) != frames.shape[0]:
         raise ValueError(f"driving landmarks cover {len(driving)} frames but the clip has {frames.shape[0]}; "
                          "detect landmarks on the same frames")
