@@ -7,7 +7,7 @@ import numpy as np
 
 from comfy_api.latest import io
 
-from ..xportrait_core.face.crop import crop_face, face_crop_box, paste_back
+from ..xportrait_core.face.crop import crop_face, face_crop_box, paste_back_with_mask
 from ..xportrait_core.face.driving import FaceLandmarks, encode_driving
 from .landmark_detection import detect_landmarks
 from .landmark_files import draw_landmarks, landmark_file_choices, read_landmarks_json
@@ -15,6 +15,7 @@ from .motion_control import MotionHints
 from .types import Driving, FaceCrop, Landmarks
 
 CATEGORY = "X-Portrait/driving"
+FACE_CATEGORY = "X-Portrait/face"
 log = logging.getLogger("xportrait")
 
 
@@ -33,7 +34,9 @@ class LoadLandmarks(io.ComfyNode):
                 io.Combo.Input("entry", options=["driving", "source"], default="driving",
                                tooltip="Which entry of a {'source':..., 'driving':...} file to read."),
             ],
-            outputs=[Landmarks.Output(display_name="landmarks"), io.Image.Output(display_name="preview")])
+            outputs=[Landmarks.Output(display_name="landmarks", tooltip="68 points per frame, with the frames "
+                                      "where no face was found flagged."),
+                     io.Image.Output(display_name="preview", tooltip="The images with the found points drawn.")])
 
     @classmethod
     def execute(cls, images, landmarks_file, entry) -> io.NodeOutput:
@@ -60,7 +63,9 @@ class DetectLandmarks(io.ComfyNode):
                                  tooltip="Fetch missing weight files (~180 MB, hash-checked) into "
                                          "models/xportrait/face/. Off: fail with the file names and URLs."),
             ],
-            outputs=[Landmarks.Output(display_name="landmarks"), io.Image.Output(display_name="preview")])
+            outputs=[Landmarks.Output(display_name="landmarks", tooltip="68 points per frame, with the frames "
+                                      "where no face was found flagged."),
+                     io.Image.Output(display_name="preview", tooltip="The images with the found points drawn.")])
 
     @classmethod
     def execute(cls, images, face, official_256, download_weights) -> io.NodeOutput:
@@ -93,8 +98,14 @@ class EncodeDriving(io.ComfyNode):
                 io.Float.Input("fps", default=24.0, min=0.01, max=1000.0, step=0.001,
                                tooltip="Frame rate of the driving video; passed through for the video writer."),
             ],
-            outputs=[Driving.Output(display_name="driving"), io.Image.Output(display_name="aligned_frames"),
-                     io.Image.Output(display_name="local_hints"), io.Float.Output(display_name="fps")])
+            outputs=[Driving.Output(display_name="driving", tooltip="The encoded driving clip: connect to Motion "
+                                    "Control and Start Latent."),
+                     io.Image.Output(display_name="aligned_frames", tooltip="Driving frames aligned to the portrait "
+                                     "(the motion ControlNet's input), for checking the alignment."),
+                     io.Image.Output(display_name="local_hints", tooltip="The eye/mouth hint images (the local "
+                                     "ControlNet's input)."),
+                     io.Float.Output(display_name="fps", tooltip="The driving clip's frame rate, passed through "
+                                     "for the video writer.")])
 
     @classmethod
     def execute(cls, driving_frames, driving_landmarks, source_landmarks, best_frame, landmark_smoothing, size,
@@ -112,7 +123,7 @@ class CropFace(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="XPortraitCropFace", display_name="X-Portrait Crop Face", category=CATEGORY,
+            node_id="XPortraitCropFace", display_name="X-Portrait Crop Face", category=FACE_CATEGORY,
             description="Takes a square face region out of a larger or non-square portrait, for X-Portrait's "
                         "square input; Paste Back puts the generated frames back at full resolution.",
             inputs=[
@@ -122,8 +133,10 @@ class CropFace(io.ComfyNode):
                 io.Float.Input("face_scale", default=1.8, min=1.0, max=4.0, step=0.05,
                                tooltip="Crop side relative to the landmarks' extent (larger shows more hair and shoulders)."),
             ],
-            outputs=[io.Image.Output(display_name="face"), FaceCrop.Output(display_name="crop"),
-                     Landmarks.Output(display_name="face_landmarks")])
+            outputs=[io.Image.Output(display_name="face", tooltip="The square face crop: use it as the portrait."),
+                     FaceCrop.Output(display_name="crop", tooltip="Where the crop came from: connect to Paste Back."),
+                     Landmarks.Output(display_name="face_landmarks", tooltip="The portrait's landmarks in the "
+                                      "crop's pixels (for Encode Driving).")])
 
     @classmethod
     def execute(cls, portrait, landmarks, size, face_scale) -> io.NodeOutput:
@@ -142,7 +155,7 @@ class PasteBack(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="XPortraitPasteBack", display_name="X-Portrait Paste Back", category=CATEGORY,
+            node_id="XPortraitPasteBack", display_name="X-Portrait Paste Back", category=FACE_CATEGORY,
             description="Composites generated face frames back into the full-resolution portrait with a feathered edge.",
             inputs=[
                 io.Image.Input("portrait", tooltip="The full portrait the face was cropped from."),
@@ -151,11 +164,15 @@ class PasteBack(io.ComfyNode):
                 io.Int.Input("feather", default=24, min=0, max=512,
                              tooltip="Width in portrait pixels of the soft edge inside the crop box."),
             ],
-            outputs=[io.Image.Output(display_name="images")])
+            outputs=[io.Image.Output(display_name="images", tooltip="The portrait with each generated frame "
+                                     "composited in, at the portrait's resolution."),
+                     io.Mask.Output(display_name="mask", tooltip="The feathered blend weight used (1 = generated "
+                                    "face), for other compositing or restoration nodes.")])
 
     @classmethod
     def execute(cls, portrait, frames, crop, feather) -> io.NodeOutput:
-        return io.NodeOutput(paste_back(portrait[0, :, :, :3], frames[..., :3], crop, feather=float(feather)))
+        images, mask = paste_back_with_mask(portrait[0, :, :, :3], frames[..., :3], crop, feather=float(feather))
+        return io.NodeOutput(images, mask[None])
 
 
 DRIVING_NODES = [DetectLandmarks, LoadLandmarks, EncodeDriving, CropFace, PasteBack]

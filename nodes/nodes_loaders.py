@@ -30,7 +30,8 @@ class LoadBaseModel(io.ComfyNode):
             description="The SD1.5 UNet and VAE stored inside the X-Portrait file (or the converted "
                         "xportrait_base_sd15 file). A plain SD1.5 checkpoint from the core loader also works.",
             inputs=[_file_input(), _dtype_input()],
-            outputs=[io.Model.Output(), io.Vae.Output()])
+            outputs=[io.Model.Output(tooltip="The SD1.5 generation UNet: connect to Apply X-Portrait."),
+                     io.Vae.Output(tooltip="The SD VAE: encodes the portrait, decodes the frames.")])
 
     @classmethod
     def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
@@ -46,7 +47,7 @@ class LoadTemporalModules(io.ComfyNode):
             node_id="XPortraitLoadTemporalModules", display_name="Load X-Portrait Temporal Modules", category=CATEGORY,
             description="The 20 temporal (motion) modules that make frames of a window consistent.",
             inputs=[_file_input(), _dtype_input()],
-            outputs=[TemporalModules.Output(display_name="temporal_modules")])
+            outputs=[TemporalModules.Output(display_name="temporal_modules", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
     def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
@@ -63,7 +64,7 @@ class LoadReferenceNet(io.ComfyNode):
             node_id="XPortraitLoadReferenceNet", display_name="Load X-Portrait Reference Net", category=CATEGORY,
             description="The appearance (reference) net that carries the portrait's identity into every frame.",
             inputs=[_file_input(), _dtype_input()],
-            outputs=[ReferenceNet.Output(display_name="reference_net")])
+            outputs=[ReferenceNet.Output(display_name="reference_net", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
     def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
@@ -77,7 +78,7 @@ class LoadMotionControlNet(io.ComfyNode):
             node_id="XPortraitLoadMotionControlNet", display_name="Load X-Portrait Motion ControlNet",
             category=CATEGORY, description="The global motion ControlNet, driven by the aligned driving frames.",
             inputs=[_file_input(), _dtype_input()],
-            outputs=[MotionControlNet.Output(display_name="motion_controlnet")])
+            outputs=[MotionControlNet.Output(display_name="motion_controlnet", tooltip="Connect to Motion Control's motion_controlnet.")])
 
     @classmethod
     def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
@@ -91,7 +92,7 @@ class LoadLocalControlNet(io.ComfyNode):
             node_id="XPortraitLoadLocalControlNet", display_name="Load X-Portrait Local ControlNet",
             category=CATEGORY, description="The local ControlNet, driven by eye and mouth patches of the driving frames.",
             inputs=[_file_input(), _dtype_input()],
-            outputs=[MotionControlNet.Output(display_name="local_controlnet")])
+            outputs=[MotionControlNet.Output(display_name="local_controlnet", tooltip="Connect to Motion Control's local_controlnet.")])
 
     @classmethod
     def execute(cls, model_file, weight_dtype) -> io.NodeOutput:
@@ -109,7 +110,8 @@ class EmptyPrompt(io.ComfyNode):
                         "the X-Portrait file (or a stored '<file>.empty_prompt.safetensors' embedding). CLIP Text "
                         "Encode with an empty text and an SD1.5 CLIP gives the same.",
             inputs=[_file_input()],
-            outputs=[io.Conditioning.Output()])
+            outputs=[io.Conditioning.Output(tooltip="CLIP(\"\"), X-Portrait's only prompt: connect to Motion "
+                                             "Control's positive and negative.")])
 
     @classmethod
     def execute(cls, model_file) -> io.NodeOutput:

@@ -105,7 +105,10 @@ class MotionControl(io.ComfyNode):
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
                                tooltip="Sampling progress at which control stops."),
             ],
-            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")])
+            outputs=[io.Conditioning.Output(display_name="positive", tooltip="Positive conditioning with the motion "
+                                            "control attached: connect to the sampler."),
+                     io.Conditioning.Output(display_name="negative", tooltip="Negative conditioning (no control "
+                                            "in its pass): connect to the sampler.")])
 
     @classmethod
     def execute(cls, positive, negative, motion_controlnet, local_controlnet, driving, motion_strength,
@@ -141,7 +144,7 @@ class DrivingFromImages(io.ComfyNode):
                 io.Image.Input("aligned_frames", tooltip="Driving frames aligned to the portrait, [N,H,W,3] in 0..1."),
                 io.Image.Input("local_hints", tooltip="Eye/mouth hint images, [N,H,W,3], black outside the patches."),
             ],
-            outputs=[Driving.Output(display_name="driving")])
+            outputs=[Driving.Output(display_name="driving", tooltip="Connect to Motion Control and Start Latent.")])
 
     @classmethod
     def execute(cls, aligned_frames, local_hints) -> io.NodeOutput:
@@ -163,7 +166,8 @@ class StartLatent(io.ComfyNode):
                 io.Image.Input("source_image", tooltip="The portrait (first image of the batch is used)."),
                 Driving.Input("driving", tooltip="Sets the number of frames."),
             ],
-            outputs=[io.Latent.Output()])
+            outputs=[io.Latent.Output(tooltip="One portrait latent per driving frame: connect to the sampler at "
+                                      "denoise 1.0.")])
 
     @classmethod
     def execute(cls, vae, source_image, driving) -> io.NodeOutput:

@@ -73,10 +73,12 @@ def test_crop_and_paste_back_nodes_restore_the_portrait_outside_the_face(comfy, 
     face, crop, face_landmarks = comfy.node_class("XPortraitCropFace").execute(
         portrait=portrait, landmarks=_landmarks(points, [True], (512, 640)), size=256, face_scale=1.8).result
     assert face.shape == (1, 256, 256, 3) and face_landmarks.image_hw == (256, 256)
-    pasted = comfy.node_class("XPortraitPasteBack").execute(
-        portrait=portrait, frames=face.repeat(2, 1, 1, 1), crop=crop, feather=16).result[0]
-    assert pasted.shape == (2, 512, 640, 3)
+    pasted, mask = comfy.node_class("XPortraitPasteBack").execute(
+        portrait=portrait, frames=face.repeat(2, 1, 1, 1), crop=crop, feather=16).result
+    assert pasted.shape == (2, 512, 640, 3) and mask.shape == (1, 512, 640)
+    assert float(mask.min()) == 0.0 and float(mask.max()) == 1.0
     x0, y0, x1, y1 = crop.box
     outside = torch.ones(512, 640, dtype=torch.bool)
     outside[max(y0, 0):y1, max(x0, 0):x1] = False
     assert torch.equal(pasted[0][outside], portrait[0][outside])
+    assert not mask[0][outside].any(), "the mask must be zero outside the crop box"

@@ -56,3 +56,5 @@ def test_object_info_describes_every_node_and_input(comfy_server):
             for input_name, input_spec in spec["input"].get(section, {}).items():
                 options = input_spec[1] if len(input_spec) > 1 else {}
                 assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
+        tooltips = spec.get("output_tooltips") or []
+        assert len(tooltips) == len(spec["output"]) and all(tooltips), f"{name} has outputs without a tooltip"

@@ -139,6 +139,12 @@ def paste_back(portrait: torch.Tensor, generated: torch.Tensor, crop_info: CropI
 
     Outside the crop box the portrait is returned unchanged, bit for bit.
     """
+    return paste_back_with_mask(portrait, generated, crop_info, feather)[0]
+
+
+def paste_back_with_mask(portrait: torch.Tensor, generated: torch.Tensor, crop_info: CropInfo,
+                         feather: float = 16.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``paste_back`` and the feathered blend weight it used, ``[H, W]`` in 0..1 (1 = generated)."""
     base = _as_batch(portrait, "portrait")
     if base.shape[0] != 1:
         raise ValueError(f"portrait must be one [H, W, 3] image, got {tuple(portrait.shape)}")
@@ -152,8 +158,9 @@ def paste_back(portrait: torch.Tensor, generated: torch.Tensor, crop_info: CropI
     # 256 crop); the box, not the crop size, fixes where they go.
     info = CropInfo(crop_info.box, crop_info.image_hw, int(frames.shape[1]))
     back = _warp(frames, info.inverse_matrix(), crop_info.image_hw, info.zoom, "border")
-    weight = feather_mask(info, feather, device=base.device, dtype=base.dtype)[None, :, :, None]
-    return weight * back + (1 - weight) * base
+    mask = feather_mask(info, feather, device=base.device, dtype=base.dtype)
+    weight = mask[None, :, :, None]
+    return weight * back + (1 - weight) * base, mask
 
 
 def select_face(candidates, by: str = "largest", index: int = 0) -> int:
