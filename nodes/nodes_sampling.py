@@ -9,7 +9,7 @@ from ..xportrait_core.reference_bank import REFERENCE_MODES
 from .motion_control import MotionHints, XPortraitMotionControl
 from .speed_options import SpeedOptions
 from .types import Driving, MotionControlNet, ReferenceNet, Speed, TemporalModules
-from .window_sampling import WINDOW_MODES, WindowOptions
+from .window_sampling import WINDOW_MODES, WindowOptions, parse_offsets
 from .xportrait_patch import apply_xportrait, encode_references
 
 CATEGORY = "X-Portrait"
@@ -43,6 +43,9 @@ class ApplyXPortrait(io.ComfyNode):
                                tooltip="shared: every frame attends to all reference images (their banks are "
                                        "joined). per frame: reference i drives frame i, as X-Portrait does with a "
                                        "reference video; needs one reference per driving frame (or one)."),
+                io.String.Input("window_offsets", default="", optional=True, advanced=True,
+                                tooltip="Pin the official window offset of each step, e.g. '17,3,11,21' (cycled); "
+                                        "empty = a random offset per step from the sampler seed (official)."),
                 Speed.Input("speed_options", optional=True,
                             tooltip="From X-Portrait Speed Options. Unconnected: every speed lever on (they "
                                     "compute the same result, only faster)."),
@@ -51,9 +54,9 @@ class ApplyXPortrait(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, temporal_modules, reference_net, vae, reference_image, reference_strength,
-                window_mode, window_length, window_overlap, reference_mode="shared",
+                window_mode, window_length, window_overlap, reference_mode="shared", window_offsets="",
                 speed_options=None) -> io.NodeOutput:
-        windows = WindowOptions(window_mode, window_length, window_overlap)
+        windows = WindowOptions(window_mode, window_length, window_overlap, parse_offsets(window_offsets))
         latents = encode_references(vae, model, reference_image)
         return io.NodeOutput(apply_xportrait(model, temporal_modules, reference_net, latents, reference_strength,
                                              windows, speed_options, reference_mode))

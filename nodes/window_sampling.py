@@ -53,6 +53,21 @@ class WindowOptions:
             raise ValueError(f"window overlap {self.overlap} must be at least 0 and below the length {self.length}")
 
 
+def parse_offsets(text: str) -> tuple[int, ...] | None:
+    """'17, 3, 11' -> (17, 3, 11); empty -> None (seeded random offsets)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        offsets = tuple(int(part) for part in text.replace(";", ",").split(","))
+    except ValueError:
+        raise ValueError(f"window_offsets {text!r}: give whole numbers separated by commas, e.g. '17,3,11,21', "
+                         "or leave it empty") from None
+    if any(o < 0 for o in offsets):
+        raise ValueError(f"window_offsets {text!r}: offsets are frame numbers and cannot be negative")
+    return offsets
+
+
 class WindowState:
     """Per-run state shared by the two wrappers (one object per patched MODEL)."""
 

@@ -37,7 +37,7 @@ EXAMPLE = {
     "14": ("XPortraitApply", {"model": ["8", 0], "temporal_modules": ["9", 0], "reference_net": ["10", 0],
                               "vae": ["8", 1], "reference_image": ["6", 0], "reference_strength": 1.0,
                               "window_mode": "official", "window_length": 16, "window_overlap": 4,
-                              "reference_mode": "shared"}),
+                              "reference_mode": "shared", "window_offsets": ""}),
     "15": ("XPortraitMotionControl", {"positive": ["13", 0], "negative": ["13", 0], "motion_controlnet": ["11", 0],
                                       "local_controlnet": ["12", 0], "driving": ["7", 0], "motion_strength": 1.0,
                                       "local_strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}),
@@ -50,6 +50,18 @@ EXAMPLE = {
     "20": ("SaveWEBM", {"images": ["19", 0], "filename_prefix": "xportrait/xportrait", "codec": "vp9",
                         "fps": ["7", 3], "crf": 24.0}),
 }
+
+
+# The official sampler exactly: the official start and sigmas into SamplerCustom (no added noise).
+OFFICIAL = {**EXAMPLE,
+            "16": ("XPortraitOfficialStartLatent", {"model": ["14", 0], "vae": ["8", 1], "source_image": ["6", 0],
+                                                    "driving": ["7", 0], "steps": 30, "seed": 0}),
+            "17": ("SamplerCustom", {"model": ["14", 0], "add_noise": False, "noise_seed": 0, "cfg": 5.0,
+                                     "positive": ["15", 0], "negative": ["15", 1], "sampler": ["22", 0],
+                                     "sigmas": ["21", 0], "latent_image": ["16", 0]}),
+            "21": ("XPortraitOfficialSigmas", {"model": ["14", 0], "steps": 30}),
+            "22": ("KSamplerSelect", {"sampler_name": "ddim"})}
+WORKFLOWS = {"xportrait_example": EXAMPLE, "xportrait_official": OFFICIAL}
 
 
 def api_format(graph: dict) -> dict:
@@ -99,10 +111,11 @@ def main() -> None:
     from harness.inprocess import InProcessComfy
     comfy = InProcessComfy({}, tempfile.mkdtemp())
     from harness.workflow_format import object_info as info_of
-    object_info = {name: info_of(comfy.nodes, name) for name in {ct for ct, _ in EXAMPLE.values()}}
     out = REPO / "workflows"
-    (out / "xportrait_example_api.json").write_text(json.dumps(api_format(EXAMPLE), indent=1) + "\n")
-    (out / "xportrait_example.json").write_text(json.dumps(ui_format(EXAMPLE, object_info), indent=1) + "\n")
+    for name, graph in WORKFLOWS.items():
+        object_info = {ct: info_of(comfy.nodes, ct) for ct in {ct for ct, _ in graph.values()}}
+        (out / f"{name}_api.json").write_text(json.dumps(api_format(graph), indent=1) + "\n")
+        (out / f"{name}.json").write_text(json.dumps(ui_format(graph, object_info), indent=1) + "\n")
     print("wrote", sorted(p.name for p in out.glob("*.json")))
 
 

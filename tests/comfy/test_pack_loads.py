@@ -10,7 +10,7 @@ from harness.paths import REPO
 PACK_NODES = {
     "XPortraitLoadBaseModel", "XPortraitLoadTemporalModules", "XPortraitLoadReferenceNet",
     "XPortraitLoadMotionControlNet", "XPortraitLoadLocalControlNet", "XPortraitEmptyPrompt",
-    "XPortraitApply", "XPortraitSpeedOptions", "XPortraitMotionControl", "XPortraitDrivingFromImages", "XPortraitStartLatent",
+    "XPortraitApply", "XPortraitSpeedOptions", "XPortraitOfficialSigmas", "XPortraitOfficialStartLatent", "XPortraitMotionControl", "XPortraitDrivingFromImages", "XPortraitStartLatent",
     "XPortraitDetectLandmarks", "XPortraitLoadLandmarks", "XPortraitEncodeDriving", "XPortraitCropFace", "XPortraitPasteBack",
 }
 HOST_MODULES = {"comfy", "comfy_api", "comfy_execution", "comfy_extras", "folder_paths", "nodes", "execution",

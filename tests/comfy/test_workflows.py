@@ -41,14 +41,19 @@ def _validate(comfy, prompt):
     return outputs
 
 
-def test_api_workflow_validates(comfy, example_inputs):
-    prompt = json.loads((WORKFLOWS / "xportrait_example_api.json").read_text())
+SHIPPED = ["xportrait_example", "xportrait_official"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_api_workflow_validates(comfy, example_inputs, name):
+    prompt = json.loads((WORKFLOWS / f"{name}_api.json").read_text())
     assert _validate(comfy, prompt), "the workflow has no output node"
 
 
-def test_ui_workflow_matches_the_api_workflow_and_validates(comfy, example_inputs):
-    ui = json.loads((WORKFLOWS / "xportrait_example.json").read_text())
-    api = json.loads((WORKFLOWS / "xportrait_example_api.json").read_text())
+@pytest.mark.parametrize("name", SHIPPED)
+def test_ui_workflow_matches_the_api_workflow_and_validates(comfy, example_inputs, name):
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    api = json.loads((WORKFLOWS / f"{name}_api.json").read_text())
     converted = ui_to_api(ui, lambda class_type: object_info(comfy.nodes, class_type))
     assert converted == api
     _validate(comfy, converted)

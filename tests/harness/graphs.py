@@ -7,7 +7,7 @@ from .tiny_models import PARITY_MODEL
 def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int = 7, window_mode: str = "official",
                     cfg: float = 5.0, model_file: str = PARITY_MODEL, output: str = "PreviewImage",
                     strengths: tuple[float, float, float] = (1.0, 1.0, 1.0), weight_dtype: str = "fp32",
-                    speed: dict | None = None):
+                    speed: dict | None = None, official: bool = False):
     """Portrait + driving images -> X-Portrait nodes -> KSampler(ddim, ddim_uniform) -> VAE Decode -> images."""
     from comfy_execution.graph_utils import GraphBuilder
 
@@ -30,10 +30,19 @@ def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int 
     control = g.node("XPortraitMotionControl", positive=prompt.out(0), negative=prompt.out(0),
                      motion_controlnet=motion.out(0), local_controlnet=local.out(0), driving=driving.out(0),
                      motion_strength=strengths[1], local_strength=strengths[2], start_percent=0.0, end_percent=1.0)
-    start = g.node("XPortraitStartLatent", vae=base.out(1), source_image=portrait.out(0), driving=driving.out(0))
-    sampler = g.node("KSampler", model=applied.out(0), seed=seed, steps=steps, cfg=cfg, sampler_name="ddim",
-                     scheduler="ddim_uniform", positive=control.out(0), negative=control.out(1),
-                     latent_image=start.out(0), denoise=1.0)
+    if official:  # the official sampler: SamplerCustom on the official sigmas and start, no added noise
+        start = g.node("XPortraitOfficialStartLatent", model=applied.out(0), vae=base.out(1),
+                       source_image=portrait.out(0), driving=driving.out(0), steps=steps, seed=seed)
+        sigmas = g.node("XPortraitOfficialSigmas", model=applied.out(0), steps=steps)
+        ddim = g.node("KSamplerSelect", sampler_name="ddim")
+        sampler = g.node("SamplerCustom", model=applied.out(0), add_noise=False, noise_seed=seed, cfg=cfg,
+                         positive=control.out(0), negative=control.out(1), sampler=ddim.out(0),
+                         sigmas=sigmas.out(0), latent_image=start.out(0))
+    else:
+        start = g.node("XPortraitStartLatent", vae=base.out(1), source_image=portrait.out(0), driving=driving.out(0))
+        sampler = g.node("KSampler", model=applied.out(0), seed=seed, steps=steps, cfg=cfg, sampler_name="ddim",
+                         scheduler="ddim_uniform", positive=control.out(0), negative=control.out(1),
+                         latent_image=start.out(0), denoise=1.0)
     decoded = g.node("VAEDecode", samples=sampler.out(0), vae=base.out(1))
     out = g.node(output, images=decoded.out(0)) if output == "PreviewImage" else \
         g.node(output, images=decoded.out(0), filename_prefix="xportrait_test")
