@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..xportrait_core.face.crop import crop_face, face_crop_box, paste_back_with_mask
 from ..xportrait_core.face.driving import FaceLandmarks, encode_driving
@@ -17,6 +17,11 @@ from .types import Driving, FaceCrop, Landmarks
 CATEGORY = "X-Portrait/driving"
 FACE_CATEGORY = "X-Portrait/face"
 log = logging.getLogger("xportrait")
+
+
+def _frame_list(frames: list[int], shown: int = 12) -> str:
+    text = ", ".join(map(str, frames[:shown]))
+    return text + (f" and {len(frames) - shown} more" if len(frames) > shown else "")
 
 
 class LoadLandmarks(io.ComfyNode):
@@ -72,9 +77,12 @@ class DetectLandmarks(io.ComfyNode):
         choice = int(face.split()[1]) if face.startswith("index") else face
         landmarks = detect_landmarks(images, choice, official_256, download_weights)
         missing = np.flatnonzero(~landmarks.found).tolist()
-        if missing:
-            log.warning("X-Portrait Detect Landmarks: no face in frames %s", missing)
-        return io.NodeOutput(landmarks, draw_landmarks(images, landmarks))
+        if not missing:
+            return io.NodeOutput(landmarks, draw_landmarks(images, landmarks))
+        note = (f"No face in {len(missing)} of {len(images)} frames ({_frame_list(missing)}); their landmarks are "
+                "filled in from the neighbouring frames by Encode Driving.")
+        log.warning("X-Portrait Detect Landmarks: %s", note)
+        return io.NodeOutput(landmarks, draw_landmarks(images, landmarks), ui=ui.PreviewText(note))
 
 
 class EncodeDriving(io.ComfyNode):
@@ -116,7 +124,8 @@ class EncodeDriving(io.ComfyNode):
             log.warning("X-Portrait Encode Driving: %s", warning)
         hints = MotionHints(encoding.global_hint, encoding.local_hint)
         local_preview = (encoding.local_hint.permute(0, 2, 3, 1) + 1) / 2
-        return io.NodeOutput(hints, encoding.aligned, local_preview, float(fps))
+        shown = ui.PreviewText("\n".join(encoding.warnings)) if encoding.warnings else None
+        return io.NodeOutput(hints, encoding.aligned, local_preview, float(fps), ui=shown)
 
 
 class CropFace(io.ComfyNode):

@@ -1,7 +1,7 @@
 """Sampling nodes: patch the MODEL, attach motion control, build the start latent."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..xportrait_core.finite_inputs import require_finite
 from ..xportrait_core.reference_bank import REFERENCE_MODES
@@ -13,6 +13,8 @@ from .window_sampling import WINDOW_MODES, WindowOptions, parse_offsets
 from .xportrait_patch import apply_xportrait, encode_references
 
 CATEGORY = "X-Portrait"
+#: The official model's working size (its training resolution).
+WORKING_SIZE = 512
 
 
 class ApplyXPortrait(io.ComfyNode):
@@ -58,8 +60,15 @@ class ApplyXPortrait(io.ComfyNode):
                 speed_options=None) -> io.NodeOutput:
         windows = WindowOptions(window_mode, window_length, window_overlap, parse_offsets(window_offsets))
         latents = encode_references(vae, model, reference_image)
-        return io.NodeOutput(apply_xportrait(model, temporal_modules, reference_net, latents, reference_strength,
-                                             windows, speed_options, reference_mode))
+        patched = apply_xportrait(model, temporal_modules, reference_net, latents, reference_strength, windows,
+                                  speed_options, reference_mode)
+        h, w = reference_image.shape[1:3]
+        if (h, w) == (WORKING_SIZE, WORKING_SIZE):
+            return io.NodeOutput(patched)
+        note = (f"The portrait is {w}x{h}; X-Portrait was trained at {WORKING_SIZE}x{WORKING_SIZE}, and the video is "
+                f"sampled at the portrait's size. For a large or non-square portrait use X-Portrait Crop Face "
+                f"(size {WORKING_SIZE}) and Paste Back.")
+        return io.NodeOutput(patched, ui=ui.PreviewText(note))
 
 
 class SpeedSettings(io.ComfyNode):

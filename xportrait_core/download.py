@@ -194,3 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ComfyUI shows an error's type as module.name: short, readable types instead of the pack's path.
+DownloadError.__module__ = "xportrait"
+OfflineError.__module__ = "xportrait"

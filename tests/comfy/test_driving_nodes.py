@@ -41,10 +41,12 @@ def test_encode_driving_with_blank_frames_runs_through(comfy, sample):
     found = np.ones(8, bool)
     found[2:4] = False
     node = comfy.node_class("XPortraitEncodeDriving")
-    driving, aligned, local, fps = node.execute(
+    out = node.execute(
         driving_frames=frames, driving_landmarks=_landmarks(sample["driving_points"], found, (512, 512)),
         source_landmarks=_landmarks(sample["source_points"], [True], (512, 512)), best_frame=-1,
-        landmark_smoothing=1.0, size=512, fps=12000 / 1001).result
+        landmark_smoothing=1.0, size=512, fps=12000 / 1001)
+    driving, aligned, local, fps = out.result
+    assert out.ui is not None and "2" in out.ui.as_dict()["text"][0], "the missing frames should show on the node"
     assert driving.frames == 8 and aligned.shape == (8, 512, 512, 3) and local.shape == (8, 512, 512, 3)
     assert torch.isfinite(driving.global_hint).all() and torch.isfinite(driving.local_hint).all()
     assert fps == pytest.approx(11.988, abs=1e-3)

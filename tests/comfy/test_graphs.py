@@ -27,6 +27,8 @@ def test_xportrait_graph_runs_in_process(comfy, frames):
     assert result.success, result.error_text()
     arrays = _frames_from_preview(comfy, result.outputs, ids["output"])
     assert len(arrays) == frames
+    # The portrait is not at the 512 working size: the node says so on the canvas, not only in the log.
+    assert "128x128" in result.outputs[ids["apply"]]["text"][0]
     for a in arrays:
         assert a.shape == (128, 128, 3)
         assert a.std() > 0.5, "decoded frame is flat: nothing was generated"

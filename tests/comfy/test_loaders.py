@@ -6,6 +6,8 @@ objects the loaders build come back to the test exactly as the next node would r
 """
 from __future__ import annotations
 
+import re
+
 import os
 import shutil
 from dataclasses import dataclass
@@ -247,6 +249,8 @@ def test_plain_sd15_checkpoint_is_named_in_the_temporal_loader_error(comfy, libr
     torch.save(sd15, library.root / "sd15_like.ckpt")
     text = _run_failing(comfy, "XPortraitLoadTemporalModules", "sd15_like.ckpt")
     assert "sd15_like.ckpt" in text
+    shown = re.findall(r"'exception_type': '([^']*)'", text)
+    assert shown and all("/" not in t and "comfyui-xportrait" not in t for t in shown), shown
     assert "plain Stable Diffusion 1.5 checkpoint" in text
     assert "holds no temporal modules" in text and "model_state-415001.th" in text
     # The same file is a valid backbone for the base-model loader.
@@ -266,6 +270,8 @@ def test_truncated_file_is_reported_as_truncated(comfy, library):
     (library.root / "cut_short.th").write_bytes(data[: len(data) // 2])
     text = _run_failing(comfy, "XPortraitLoadMotionControlNet", "cut_short.th")
     assert "cut_short.th is a truncated or corrupt download" in text
+    # The pack's own error types show in the UI under a short name, not the pack's module path.
+    assert re.findall(r"'exception_type': '([^']*)'", text) == ["xportrait.CheckpointError"]
     assert "download it again" in text
 
 

@@ -46,4 +46,4 @@ def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int 
     decoded = g.node("VAEDecode", samples=sampler.out(0), vae=base.out(1))
     out = g.node(output, images=decoded.out(0)) if output == "PreviewImage" else \
         g.node(output, images=decoded.out(0), filename_prefix="xportrait_test")
-    return g.finalize(), {"sampler": sampler.id, "output": out.id, "base": base.id}
+    return g.finalize(), {"sampler": sampler.id, "output": out.id, "base": base.id, "apply": applied.id}

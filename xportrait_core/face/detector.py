@@ -199,3 +199,7 @@ def _pick(candidates: np.ndarray, face: str | int) -> np.ndarray | None:
         area = (candidates[:, 2] - candidates[:, 0]) * (candidates[:, 3] - candidates[:, 1])
         return candidates[int(np.argmax(area))]
     return candidates[face] if face < len(candidates) else None
+
+
+# ComfyUI shows an error's type as module.name: a short, readable type instead of the pack's path.
+MissingWeightsError.__module__ = "xportrait"

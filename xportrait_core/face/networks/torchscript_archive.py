@@ -133,3 +133,7 @@ def read_torchscript_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]
     tensors: dict[str, torch.Tensor] = {}
     _flatten(tree, "", tensors)
     return tensors
+
+
+# ComfyUI shows an error's type as module.name: a short, readable type instead of the pack's path.
+TorchScriptArchiveError.__module__ = "xportrait"
