@@ -91,6 +91,8 @@ def open_file(name: str) -> OpenedFile:
             stamp = _stamp(path)
             state = safe_load.load_state_dict(path)
             entry = OpenedFile(stamp, identify(state), split_components(state))
+            # Logged once per opening; the converter applies the same policy.
+            validate.warn_about_extras(entry.parts, name)
             _opened[path] = entry
     return entry
 

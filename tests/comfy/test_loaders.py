@@ -295,3 +295,19 @@ def test_pickle_with_code_is_refused_and_never_run(comfy, library):
     assert not marker.exists(), "the pickle's payload ran"
     torch.load(path, weights_only=False)  # an unsafe loader would have run it
     assert marker.exists()
+
+
+def test_training_leftovers_are_ignored_by_nodes_and_converter_alike(comfy, library, caplog, tmp_path):
+    state = dict(library.state)
+    state.update({"model_ema.decay": torch.tensor(0.9999), "lvlb_weights": torch.ones(1000),
+                  "scale_factor": torch.tensor(0.18215)})
+    torch.save(state, library.root / "with_leftovers.th")
+    with caplog.at_level("WARNING", logger="xportrait"):
+        built = run_loaders(comfy, {"XPortraitLoadTemporalModules": "with_leftovers.th",
+                                    "XPortraitLoadReferenceNet": "with_leftovers.th"}, "fp32")
+    assert set(built) == {"temporal", "reference_net"}
+    notes = [r.getMessage() for r in caplog.records if "outside every X-Portrait network" in r.getMessage()]
+    assert len(notes) == 1 and "with_leftovers.th" in notes[0] and "model_ema.decay" in notes[0]
+    caplog.clear()
+    convert(library.root / "with_leftovers.th", tmp_path / "converted", "fp16")  # no longer refused
+    assert any("outside every X-Portrait network" in r.getMessage() for r in caplog.records)

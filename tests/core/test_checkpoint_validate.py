@@ -63,14 +63,24 @@ def test_missing_keys_are_counted_and_at_most_ten_are_listed():
     assert "plain Stable Diffusion" not in message  # still recognisably X-Portrait
 
 
-def test_unexpected_keys_inside_and_outside_components():
+def test_unexpected_keys_inside_and_outside_components(caplog):
     state = _meta_state()
     state["pose_control_model.zero_convs.12.0.weight"] = torch.empty(64, 64, 1, 1, device="meta")
     state["model_ema.decay"] = torch.empty((), device="meta")
     message = _error(state)
     assert re.search(r"^- pose_controlnet .*1 unexpected key\(s\): zero_convs\.12\.0\.weight", message, re.M)
-    assert "1 unexpected key(s) outside every component: model_ema.decay" in message
-    assert "local_controlnet" not in message
+    assert "model_ema" not in message and "local_controlnet" not in message
+    # Keys outside every network (training left-overs) are ignored with one warning naming them.
+    assert "ignoring 1 key(s) outside every X-Portrait network" in caplog.text and "model_ema.decay" in caplog.text
+
+
+def test_training_leftovers_alone_are_ignored_with_one_warning(caplog):
+    state = _meta_state()
+    for key in ("model_ema.decay", "model_ema.num_updates", "lvlb_weights", "scale_factor", "global_step"):
+        state[key] = torch.empty((), device="meta")
+    validate_checkpoint(state, "leftovers.th")
+    warnings = [r for r in caplog.records if "outside every X-Portrait network" in r.getMessage()]
+    assert len(warnings) == 1 and "leftovers.th" in warnings[0].getMessage()
 
 
 def test_wrong_shape_names_file_and_expected_shapes():

@@ -6,11 +6,14 @@ then every component's keys and shapes must equal the architecture's inventory e
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 from .architecture import FULL, TINY, XPortraitConfig, expected_inventory, optional_keys, temporal_widths
 from .components import BASE, COMPONENT_META, OTHER, FileKind, identify, metadata_of, shape_of, split_components
 from .errors import CheckpointError
+
+log = logging.getLogger("xportrait")
 
 SHOWN = 10  # examples listed per kind of problem
 REQUIRED = ("unet", "temporal", "reference_net", "pose_controlnet", "local_controlnet", "vae", "buffers")
@@ -75,9 +78,7 @@ def validate_checkpoint(state_dict: Mapping, source: str = "",
         checked[component] = config
         if problems:
             reports.append(f"- {problems}")
-    if parts.get(OTHER):
-        keys = sorted(parts[OTHER])
-        reports.append(f"- {len(keys)} unexpected key(s) outside every component: {_examples(keys)}")
+    warn_about_extras(parts, source)
     reports += _inconsistencies(checked, parts)
     if reports:
         header = f"{source or 'checkpoint'} is not a usable X-Portrait checkpoint"
@@ -85,6 +86,25 @@ def validate_checkpoint(state_dict: Mapping, source: str = "",
             header += f": it looks like {kind.value}. {ADVICE[kind]}"
         raise CheckpointError(header + "\n" + "\n".join(reports))
     return checked
+
+
+def extras_note(parts: Mapping, source: str = "") -> str | None:
+    """The one-line note about keys outside every component, or None when there are none.
+
+    Training left-overs (EMA weights, ``lvlb_weights``, ``scale_factor``, step counters) sit
+    outside every network: they are ignored, by the converter and the loader nodes alike.
+    """
+    keys = sorted(parts.get(OTHER) or ())
+    if not keys:
+        return None
+    return (f"{source or 'checkpoint'}: ignoring {len(keys)} key(s) outside every X-Portrait network "
+            f"(training left-overs such as EMA weights): {_examples(keys)}")
+
+
+def warn_about_extras(parts: Mapping, source: str = "") -> None:
+    note = extras_note(parts, source)
+    if note:
+        log.warning(note)
 
 
 def _required_for(state_dict: Mapping, kind: FileKind, parts: dict) -> list[str]:
