@@ -116,7 +116,8 @@ def main() -> None:
         detector_ready = any((Path(models) / "face" / w.name).exists() for w in DETECTOR_WEIGHTS.values())
         if not detector_ready:
             print(f"[example] no detector weights in {Path(models) / 'face'}: landmarks come from {args.landmarks}")
-        run = server.run(prompt_for(args, detector_ready), timeout=6 * 3600)
+        prompt = prompt_for(args, detector_ready)
+        run = server.run(prompt, timeout=6 * 3600, on_event=ProgressPrinter(prompt, started))
         if "rejected" in run:
             raise SystemExit(f"ComfyUI rejected the workflow: {json.dumps(run['rejected'], indent=1)[:4000]}")
         errors = [e for e in run["events"] if e["type"] == "execution_error"]
@@ -128,6 +129,25 @@ def main() -> None:
     if not videos:
         raise SystemExit(f"no video was written under {server.output_dir}\n{server.log()}")
     print(f"[example] wrote {videos[-1]} in {time.time() - started:.0f} s")
+
+
+class ProgressPrinter:
+    """Prints each node as it starts and the sampler's progress (one line per window or step)."""
+
+    def __init__(self, prompt: dict, started: float):
+        self.prompt, self.started, self.last = prompt, started, None
+
+    def __call__(self, event: dict) -> None:
+        data = event.get("data", {})
+        if event["type"] == "executing" and data.get("node"):
+            node = self.prompt.get(str(data["node"]), {}).get("class_type", data["node"])
+            print(f"[example] {time.time() - self.started:6.0f} s  running {node}", flush=True)
+        elif event["type"] == "progress":
+            shown = (data.get("node"), data.get("value"), data.get("max"))
+            if shown != self.last:
+                self.last = shown
+                print(f"[example] {time.time() - self.started:6.0f} s    {data.get('value')}/{data.get('max')}",
+                      flush=True)
 
 
 if __name__ == "__main__":

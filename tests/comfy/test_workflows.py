@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,9 @@ def test_main_job_runs_the_example_on_tiny_weights(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     videos = list(tmp_path.rglob("*.webm"))
     assert len(videos) == 1
+    # It says what it is doing: each node as it starts, the sampler's progress, and the video's path.
+    assert "running KSampler" in out.stdout and re.search(r"^\[example\] +\d+ s +\d+/\d+$", out.stdout, re.M)
+    assert f"[example] wrote {videos[0]}" in out.stdout
     import av
     with av.open(str(videos[0])) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]

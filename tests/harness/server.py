@@ -96,7 +96,7 @@ class ComfyServer:
         with urllib.request.urlopen(f"{self.base}/view?{q}", timeout=30) as r:
             return r.read()
 
-    def run(self, prompt: dict, timeout: float = 600.0) -> dict:
+    def run(self, prompt: dict, timeout: float = 600.0, on_event=None) -> dict:
         """Queue a prompt, follow progress on the websocket, return its /history entry plus events."""
         client_id = str(uuid.uuid4())
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=timeout)
@@ -112,6 +112,8 @@ class ComfyServer:
                     continue
                 event = json.loads(message)
                 events.append(event)
+                if on_event is not None:
+                    on_event(event)
                 data = event.get("data", {})
                 if data.get("prompt_id") != prompt_id:
                     continue
