@@ -138,3 +138,14 @@ def test_full_text_encoder_with_legacy_position_ids_validates():
     state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.empty(1, 77, device="meta")
     assert validate_checkpoint(state)["text_encoder"].context_dim == 768
     assert detect_config("unet", {}) is None
+
+
+def test_both_clip_text_layouts_read_as_the_official_one():
+    from xportrait_core.checkpoint.components import split_components
+    from xportrait_core.checkpoint.tiny import build_random_checkpoint
+    official = build_random_checkpoint(seed=5, with_text_encoder=True)
+    current = {k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."): v
+               for k, v in official.items()}
+    assert current.keys() != official.keys()
+    assert set(validate_checkpoint(current, "new_clip_layout.th")) == set(validate_checkpoint(official))
+    assert split_components(current)["text_encoder"].keys() == split_components(official)["text_encoder"].keys()

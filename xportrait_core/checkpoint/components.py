@@ -33,8 +33,11 @@ PREFIXES = {
     "vae": "first_stage_model.",
     "text_encoder": "cond_stage_model.",
 }
-#: Keys that match no component; validation reports them as unexpected.
+#: Keys that match no component: training left-overs, ignored with a warning.
 OTHER = "other"
+#: CLIP text models saved by transformers >= 4.31 drop the ``text_model.`` level that the official
+#: checkpoint (transformers 4.30) has; both layouts are read as the official one.
+CLIP_ROOT, CLIP_TEXT_ROOT = "transformer.", "transformer.text_model."
 BASE = "base_sd15"  # the converter's combined SD1.5 file (UNet, VAE, text encoder, buffers)
 COMPONENT_META = "xportrait.component"
 
@@ -69,7 +72,10 @@ def component_of(key: str) -> tuple[str, str]:
         return ("temporal" if MOTION_MARKER in inner else "unet"), inner
     for component, prefix in PREFIXES.items():
         if key.startswith(prefix):
-            return component, key[len(prefix):]
+            inner = key[len(prefix):]
+            if component == "text_encoder" and inner.startswith(CLIP_ROOT) and not inner.startswith(CLIP_TEXT_ROOT):
+                inner = CLIP_TEXT_ROOT + inner[len(CLIP_ROOT):]
+            return component, inner
     if key in SCHEDULE_BUFFERS:
         return "buffers", key
     return OTHER, key
