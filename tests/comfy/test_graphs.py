@@ -72,3 +72,15 @@ def test_progress_moves_per_window_over_the_websocket(comfy, comfy_server):
     # 20 frames are two windows per step: the window ticks count steps x windows.
     assert any(p["max"] == steps * 2 for p in progress), progress
     assert len(progress) > steps, "the progress bar only moved once per sampling step"
+
+
+def test_multigpu_node_on_one_device_changes_nothing(comfy):
+    # Issue 12's first acceptance point: with one device (here the CPU) ComfyUI's MultiGPU CFG Split
+    # has no extra device to clone to, and the X-Portrait result must stay bit-identical.
+    runs = {}
+    for name, multigpu in (("plain", None), ("multigpu", 2)):
+        prompt, ids = xportrait_graph(frames=20, steps=2, size=64, multigpu=multigpu)
+        result = comfy.run(prompt)
+        assert result.success, result.error_text()
+        runs[name] = np.stack(_frames_from_preview(comfy, result.outputs, ids["output"]))
+    assert np.array_equal(runs["plain"], runs["multigpu"])

@@ -7,7 +7,7 @@ from .tiny_models import PARITY_MODEL
 def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int = 7, window_mode: str = "official",
                     cfg: float = 5.0, model_file: str = PARITY_MODEL, output: str = "PreviewImage",
                     strengths: tuple[float, float, float] = (1.0, 1.0, 1.0), weight_dtype: str = "fp32",
-                    speed: dict | None = None, official: bool = False):
+                    speed: dict | None = None, official: bool = False, multigpu: int | None = None):
     """Portrait + driving images -> X-Portrait nodes -> KSampler(ddim, ddim_uniform) -> VAE Decode -> images."""
     from comfy_execution.graph_utils import GraphBuilder
 
@@ -27,6 +27,9 @@ def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int 
                      reference_net=reference.out(0), vae=base.out(1), reference_image=portrait.out(0),
                      reference_strength=strengths[0], window_mode=window_mode, window_length=16, window_overlap=4,
                      **levers)
+    apply_node = applied
+    if multigpu is not None:  # ComfyUI's MultiGPU CFG Split between the patch and the sampler
+        applied = g.node("MultiGPU_WorkUnits", model=applied.out(0), max_gpus=multigpu)
     control = g.node("XPortraitMotionControl", positive=prompt.out(0), negative=prompt.out(0),
                      motion_controlnet=motion.out(0), local_controlnet=local.out(0), driving=driving.out(0),
                      motion_strength=strengths[1], local_strength=strengths[2], start_percent=0.0, end_percent=1.0)
@@ -46,4 +49,4 @@ def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int 
     decoded = g.node("VAEDecode", samples=sampler.out(0), vae=base.out(1))
     out = g.node(output, images=decoded.out(0)) if output == "PreviewImage" else \
         g.node(output, images=decoded.out(0), filename_prefix="xportrait_test")
-    return g.finalize(), {"sampler": sampler.id, "output": out.id, "base": base.id, "apply": applied.id}
+    return g.finalize(), {"sampler": sampler.id, "output": out.id, "base": base.id, "apply": apply_node.id}
