@@ -3,7 +3,7 @@
 # Carried: .devcarry/ComfyUI (ComfyUI's .py files only, from scripts/setup_env.sh's tree) and
 # .whl (torchsde, trampoline, comfy-aimdo). Not carried: av and comfy-kitchen (35 + 45 MB, over
 # the carry limit); the bench never calls them, so tiny import-only stand-ins are written to /tmp.
-# Usage: bash bench/device_run.sh PHASE...   (phases: attention, speed, levers, vae, small, long, lcm)
+# Usage: bash bench/device_run.sh PHASE...   (phases: see the case below)
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -19,7 +19,7 @@ for phase in "$@"; do
   echo "=== $phase $(date -u +%FT%TZ)"
   case "$phase" in
     attention) python3 bench/attention_kernels.py ;;
-    speed) $B --vae-probe ;;
+    speed) $B ;;
     baseline) $B --no-attention-kernels --no-reuse-residuals ;;
     levers) $B --no-reuse-residuals; $B --no-attention-kernels ;;
     small) for gib in 8 12; do $B --steps 10 --usable-gib $gib; done
@@ -33,7 +33,7 @@ for phase in "$@"; do
             $B --steps 10 --usable-gib 8 --comfy-flag=--lowvram ;;
     long) $B --steps 10 --frames 240 ;;
     vae) python3 bench/vae_decode.py --comfyui $COMFY ;;
-    profile) $B --steps 3 --profile --vae-probe ;;
+    profile) $B --steps 3 --profile ;;
     lcm) $B --steps 8 --cfg 1.0 --sampler lcm --scheduler sgm_uniform ;;
     *) echo "unknown phase $phase" ;;
   esac

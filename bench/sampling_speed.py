@@ -92,7 +92,6 @@ def main() -> None:
     ap.add_argument("--usable-gib", type=float, help="simulate a card of this size with a blocker process")
     ap.add_argument("--reserve-vram", type=float, help="ComfyUI's --reserve-vram (GiB)")
     ap.add_argument("--memory-cap-gib", type=float, help="hard cap: torch.cuda.set_per_process_memory_fraction")
-    ap.add_argument("--vae-probe", action="store_true", help="also print VAE decode peak per frame at batch 1/4/16")
     ap.add_argument("--comfy-flag", action="append", default=[],
                     help="a boolean ComfyUI command-line flag to set, e.g. --comfy-flag=--lowvram")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of the sampling run")
@@ -217,29 +216,6 @@ def run(args) -> None:
     print("\n| metric | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k.ljust(width)} | {v} |")
-    if args.vae_probe and cuda:
-        vae_probe(vae, samples)
-
-
-def vae_probe(vae, samples) -> None:
-    """Peak decode memory per frame at a few batch sizes, against ComfyUI's per-frame estimate."""
-    print("\n| VAE decode batch | peak GiB | GiB per frame | estimate GiB per frame | s |\n|---|---|---|---|---|")
-    estimate = vae.memory_used_decode(samples[:1].shape, vae.vae_dtype) / 2**30
-    for batch in (1, 16, 30, 32, 60):
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        try:
-            with torch.no_grad():
-                vae.first_stage_model.decode(samples[:batch].to("cuda", vae.vae_dtype))
-            torch.cuda.synchronize()
-        except torch.OutOfMemoryError:
-            print(f"| {batch} | out of memory at {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB | | | |")
-            continue
-        used = (torch.cuda.max_memory_allocated() - base) / 2**30
-        print(f"| {batch} | {used:.2f} | {used / batch:.3f} | {estimate:.3f} | {time.perf_counter() - t:.2f} |")
 
 
 if __name__ == "__main__":

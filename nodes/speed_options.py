@@ -31,7 +31,8 @@ def apply_speed_options(model, options: SpeedOptions) -> None:
     transformer_options = model.model_options.setdefault("transformer_options", {})
     transformer_options[REUSE_RESIDUALS_OPTION] = options.reuse_control_residuals
     transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
+    # An attention override set upstream (another pack's attention patch) is the user's choice: keep it.
     if options.attention_kernels:
-        transformer_options[OVERRIDE_OPTION] = choose_kernel
-    else:
-        transformer_options.pop(OVERRIDE_OPTION, None)
+        transformer_options.setdefault(OVERRIDE_OPTION, choose_kernel)
+    elif transformer_options.get(OVERRIDE_OPTION) is choose_kernel:
+        del transformer_options[OVERRIDE_OPTION]

@@ -119,3 +119,20 @@ def test_per_frame_references_under_windows(rig, inp):
     assert rel_l2(per_frame, shared) < LEVER_BOUND
     with pytest.raises(ValueError, match="3 reference images for a clip of 20 frames"):
         rig.sample(rig.patched(same_refs[:3], reference_mode="per frame"), x, [501, 251], pos, neg, cfg=5.0)
+
+
+def test_an_attention_override_set_upstream_is_kept(rig):
+    speed = pack_module("nodes.speed_options")
+    key = pack_module("nodes.attention_choice").OVERRIDE_OPTION
+
+    def theirs(func, *args, **kwargs):  # e.g. another pack's attention patch
+        return func(*args, **kwargs)
+
+    model = rig.model.clone()
+    model.model_options.setdefault("transformer_options", {})[key] = theirs
+    for on in (True, False):
+        speed.apply_speed_options(model, speed.SpeedOptions(attention_kernels=on))
+        assert model.model_options["transformer_options"][key] is theirs
+    plain = rig.model.clone()
+    speed.apply_speed_options(plain, speed.SpeedOptions())
+    assert plain.model_options["transformer_options"][key] is pack_module("nodes.attention_choice").choose_kernel
