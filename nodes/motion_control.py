@@ -18,7 +18,7 @@ import comfy.controlnet
 import comfy.model_patcher
 import comfy.utils
 
-from ..xportrait_core.reference_bank import chunk_runs, position_runs
+from ..xportrait_core.reference_bank import chunk_runs, position_runs, take_rows
 from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_after
 
 WINDOW_FRAMES_OPTION = "xportrait_window_frames"
@@ -85,7 +85,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
                              "frame count equal to the driving clip's")
         # Slices of the device copy: indexing with a host tensor would sync with the GPU.
         runs = position_runs(frames.tolist())
-        return sized[runs[0]] if len(runs) == 1 else torch.cat([sized[r] for r in runs])
+        return take_rows(sized, runs)
 
     def _residuals(self, active, x, t, frames, context) -> list[torch.Tensor]:
         """Summed, strength-scaled residuals of both nets for conditional latents ``x`` (frames ``frames``)."""
@@ -112,8 +112,8 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         fresh = None
         if fresh_at:
             runs = position_runs(fresh_at)
-            pick = (lambda v: v[runs[0]]) if len(runs) == 1 else (lambda v: torch.cat([v[r] for r in runs]))
-            fresh = self._residuals(active, pick(x), pick(t), frames[fresh_at], pick(context))
+            fresh = self._residuals(active, take_rows(x, runs), take_rows(t, runs), frames[fresh_at],
+                                    take_rows(context, runs))
         return self._reuse.assemble(window, fresh_at, fresh, frames_needed_after(windows, index))
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
@@ -138,10 +138,8 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         frames = torch.arange(chunk) if frames is None else frames.cpu()
         # Slices, not index tensors: no host-to-device copy (and so no GPU sync) per window.
         cond_slices = [rows for rows, is_cond in runs if is_cond]
-        gather = (lambda v: v[cond_slices[0]]) if len(cond_slices) == 1 else (
-            lambda v: torch.cat([v[rows] for rows in cond_slices]))
         context = cond.get("crossattn_controlnet", cond["c_crossattn"]).to(x_noisy.device)
-        x, t_cond, context = gather(x_noisy), gather(t), gather(context)
+        x, t_cond, context = (take_rows(v, cond_slices) for v in (x_noisy, t, context))
         cond_chunks = x.shape[0] // chunk
 
         plan = transformer_options.get(WINDOW_PLAN_OPTION)

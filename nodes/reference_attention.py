@@ -16,7 +16,7 @@ from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransforme
 from comfy.patcher_extension import WrappersMP
 
 from ..xportrait_core.reference_bank import (REFERENCE_MODES, ReferenceBank, chunk_runs, per_frame_bank_rows,
-                                             position_runs, reference_attention)
+                                             position_runs, reference_attention, take_rows)
 
 from .attention_choice import OVERRIDE_OPTION
 from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
@@ -174,8 +174,7 @@ class _BankAttention:
         if rows is None:
             return k_bank, v_bank
         runs = position_runs(rows)
-        pick = (lambda t: t[runs[0]]) if len(runs) == 1 else (lambda t: torch.cat([t[r] for r in runs]))
-        return pick(k_bank), pick(v_bank)
+        return take_rows(k_bank, runs), take_rows(v_bank, runs)
 
 
 def attach_reference_attention(model: comfy.model_patcher.ModelPatcher, state: ReferenceState) -> None:

@@ -89,21 +89,6 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_ban
     return torch.lerp(attention(q, k, v), with_bank, strength)
 
 
-def conditional_rows(cond_or_uncond: Sequence[int], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices of the conditional chunks (tag 0) and of every other chunk.
-
-    ComfyUI batches whole conditionings, each of ``batch // len(cond_or_uncond)`` rows, and
-    tags each chunk in ``cond_or_uncond`` (0 positive, 1 negative, more for some guiders).
-    """
-    chunks = len(cond_or_uncond)
-    if chunks == 0 or batch % chunks:
-        raise ValueError(f"batch of {batch} rows cannot be split into {chunks} conditioning chunks")
-    size = batch // chunks
-    rows = torch.arange(batch).view(chunks, size)
-    is_cond = torch.tensor([tag == 0 for tag in cond_or_uncond])
-    return rows[is_cond].reshape(-1), rows[~is_cond].reshape(-1)
-
-
 def chunk_runs(cond_or_uncond: Sequence[int], batch: int) -> list[tuple[slice, bool]]:
     """The batch as row slices of consecutive conditional (tag 0) or other chunks, in order.
 
@@ -133,3 +118,8 @@ def position_runs(positions: Sequence[int]) -> list[slice]:
         else:
             runs.append(slice(p, p + 1))
     return runs
+
+
+def take_rows(values: torch.Tensor, runs: Sequence[slice]) -> torch.Tensor:
+    """The rows of ``values`` in the slices ``runs``, in order: a view for one slice, else a cat."""
+    return values[runs[0]] if len(runs) == 1 else torch.cat([values[r] for r in runs])
