@@ -20,6 +20,10 @@ for phase in "$@"; do
   case "$phase" in
     attention) python3 bench/attention_kernels.py ;;
     speed) $B ;;
+    nographs) $B --no-cuda-graphs ;;
+    check) $B --steps 10 --check-levers ;;
+    dynamic) $B --dynamic-vram ;;
+    precision) (cd bench && python3 precision.py --comfyui "../$COMFY") ;;
     baseline) $B --no-attention-kernels --no-reuse-residuals ;;
     levers) $B --no-reuse-residuals; $B --no-attention-kernels ;;
     small) for gib in 8 12; do $B --steps 10 --usable-gib $gib; done

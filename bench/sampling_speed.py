@@ -45,7 +45,23 @@ def hold_gpu_except(usable_gib: float) -> subprocess.Popen:
     return child
 
 
-def load_comfy(comfy_dir: str, cpu: bool, flags: list[str], reserve_vram: float | None):
+def enable_dynamic_vram() -> None:
+    """What ComfyUI 0.30's main.py does on NVIDIA when comfy-aimdo works: dynamic weight patchers."""
+    import comfy.memory_management
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy_aimdo.control
+    try:
+        ok = comfy_aimdo.control.init_devices((d.index, 0) for d in mm.get_all_torch_devices())
+    except TypeError:
+        ok = comfy_aimdo.control.init_devices(d.index for d in mm.get_all_torch_devices())
+    if not ok:
+        raise SystemExit("comfy-aimdo did not initialise: DynamicVRAM unavailable here")
+    comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+    comfy.memory_management.aimdo_enabled = True
+
+
+def load_comfy(comfy_dir: str, cpu: bool, flags: list[str], reserve_vram: float | None, dynamic_vram: bool = False):
     """ComfyUI's core plus this pack alone (no other custom or extra nodes: fewer imports)."""
     sys.path.insert(0, comfy_dir)
     import comfy.options
@@ -56,12 +72,21 @@ def load_comfy(comfy_dir: str, cpu: bool, flags: list[str], reserve_vram: float 
         comfy.cli_args.args.reserve_vram = reserve_vram
     for flag in flags:
         setattr(comfy.cli_args.args, flag.lstrip("-").replace("-", "_"), True)
+    if dynamic_vram:
+        enable_dynamic_vram()
     import nodes
     asyncio.run(nodes.load_custom_node(str(REPO)))
     for name in list(sys.modules):
         if name.endswith("/" + REPO.name) or name == REPO.name:
             return lambda sub: importlib.import_module(f"{name}.{sub}")
     raise SystemExit("the pack did not load into ComfyUI")
+
+
+def graph_replays(patched) -> int:
+    """How many UNet calls of the run were CUDA-graph replays (the lever's own counter)."""
+    from comfy.patcher_extension import WrappersMP
+    wrappers = patched.wrappers[WrappersMP.DIFFUSION_MODEL]
+    return sum(getattr(getattr(w, "replay", None), "replays", 0) for fns in wrappers.values() for w in fns)
 
 
 def random_weights(inventory: dict, dtype: torch.dtype, device: str) -> dict:
@@ -89,6 +114,11 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny widths on CPU: a dry run of the script itself")
     ap.add_argument("--no-attention-kernels", action="store_true", help="speed lever off: torch/ComfyUI's kernels")
     ap.add_argument("--no-reuse-residuals", action="store_true", help="speed lever off: ControlNets per window")
+    ap.add_argument("--no-cuda-graphs", action="store_true", help="speed lever off: UNet calls launched eagerly")
+    ap.add_argument("--check-levers", action="store_true",
+                    help="sample again with every lever off and print the final latents' difference")
+    ap.add_argument("--dynamic-vram", action="store_true",
+                    help="ComfyUI's DynamicVRAM (comfy-aimdo), as its main.py enables it on NVIDIA by default")
     ap.add_argument("--usable-gib", type=float, help="simulate a card of this size with a blocker process")
     ap.add_argument("--reserve-vram", type=float, help="ComfyUI's --reserve-vram (GiB)")
     ap.add_argument("--memory-cap-gib", type=float, help="hard cap: torch.cuda.set_per_process_memory_fraction")
@@ -112,7 +142,8 @@ def run(args) -> None:
     if args.memory_cap_gib and not args.tiny:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total))
-    pack = load_comfy(args.comfyui, cpu=args.tiny, flags=args.comfy_flag, reserve_vram=args.reserve_vram)
+    pack = load_comfy(args.comfyui, cpu=args.tiny, flags=args.comfy_flag, reserve_vram=args.reserve_vram,
+                      dynamic_vram=args.dynamic_vram)
     import comfy.sample
     import comfy.samplers
     arch = pack("xportrait_core.checkpoint.architecture")
@@ -146,7 +177,8 @@ def run(args) -> None:
     local_hint[:, :, s // 4: s // 2, s // 4: s // 2] = frames[:, :, s // 4: s // 2, s // 4: s // 2]
     context = torch.randn(1, 77, config.context_dim, generator=g)
     speed = speed_mod.SpeedOptions(attention_kernels=not args.no_attention_kernels,
-                                   reuse_control_residuals=not args.no_reuse_residuals)
+                                   reuse_control_residuals=not args.no_reuse_residuals,
+                                   cuda_graphs=not args.no_cuda_graphs)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -169,8 +201,11 @@ def run(args) -> None:
     t_sample = time.perf_counter()
     if profiler:
         profiler.__enter__()
-    samples = comfy.sample.sample(patched, noise, args.steps, args.cfg, args.sampler, args.scheduler, positive,
-                                  negative, start, denoise=1.0, disable_pbar=True, seed=0)
+    def sample(model):
+        return comfy.sample.sample(model, noise, args.steps, args.cfg, args.sampler, args.scheduler, positive,
+                                   negative, start, denoise=1.0, disable_pbar=True, seed=0)
+
+    samples = sample(patched)
     sync()
     t_decode = time.perf_counter()
     if profiler:
@@ -184,6 +219,20 @@ def run(args) -> None:
     t_end = time.perf_counter()
     decode_peak = peak()
 
+    checks = []
+    if args.check_levers:
+        # Each lever must compute what the plain path computes (only rounding may differ).
+        def rel(a, b):
+            return f"{float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)):.2e}"
+
+        for label, off in (("CUDA graphs off", dict(cuda_graphs=False)),
+                           ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
+                                                    cuda_graphs=False))):
+            options = speed_mod.SpeedOptions(**{**speed.__dict__, **off})
+            other = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
+                                          window.WindowOptions(args.window_mode, 16, 4), options)
+            checks.append((f"final latent rel. L2, levers on vs {label}", rel(samples, sample(other))))
+
     calls = args.steps + (1 if args.sampler == "ddim" else 0)
     plan = (windows_core.official_windows(n, 0) if args.window_mode == "official"
             else windows_core.sliding_windows(n) if args.window_mode == "sliding" else [list(range(n))])
@@ -196,7 +245,10 @@ def run(args) -> None:
             ("settings", f"{n} frames {s}x{s}, {args.sampler}/{args.scheduler} {args.steps} steps ({calls} calls), "
                          f"cfg {args.cfg}, windows {args.window_mode} 16/4, {args.dtype}"),
             ("levers", f"attention kernels {'on' if speed.attention_kernels else 'off'}, "
-                       f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}"),
+                       f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}, "
+                       f"CUDA graphs {'on' if speed.cuda_graphs else 'off'}"),
+            ("UNet calls replayed from CUDA graphs", graph_replays(patched)),
+            ("ComfyUI weight patcher", type(model).__name__),
             ("memory limits", f"usable {args.usable_gib} GiB (blocker), reserve-vram {args.reserve_vram}, "
                               f"cap {args.memory_cap_gib}, flags {' '.join(args.comfy_flag) or '-'}"),
             ("random weights built (s)", f"{build_s:.1f}"),
@@ -211,7 +263,7 @@ def run(args) -> None:
             ("resident after sampling (GiB)", f"{resident:.2f}"),
             ("activations per row and latent pixel (bytes)", f"{per_row:.0f}"),
             ("peak GPU memory, VAE decode (GiB)", f"{decode_peak:.2f}"),
-            ("output finite", bool(torch.isfinite(images).all()))]
+            ("output finite", bool(torch.isfinite(images).all()))] + checks
     width = max(len(k) for k, _ in rows)
     print("\n| metric | value |\n|---|---|")
     for k, v in rows:

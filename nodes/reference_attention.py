@@ -132,7 +132,7 @@ class _DiffusionModelBank:
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
 
-class _BankAttention:
+class BankAttention:
     """attn1 replacement at one site: bank-extended attention for conditional rows only."""
 
     def __init__(self, state: ReferenceState, site: tuple[str, int, int]):
@@ -182,4 +182,4 @@ def attach_reference_attention(model: comfy.model_patcher.ModelPatcher, state: R
     model.set_additional_models(REFERENCE_KEY, [state.reference_net])
     model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, REFERENCE_KEY, _DiffusionModelBank(state))
     for (name, number, index), _ in transformer_sites(model.model.diffusion_model):
-        model.set_model_attn1_replace(_BankAttention(state, (name, number, index)), name, number, index)
+        model.set_model_attn1_replace(BankAttention(state, (name, number, index)), name, number, index)

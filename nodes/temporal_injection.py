@@ -27,7 +27,7 @@ def frames_per_chunk(batch: int, transformer_options: dict) -> int:
     return batch // chunks
 
 
-def _run_temporal(layer: TemporalModule, x, emb, context, transformer_options, *unused):
+def run_temporal(layer: TemporalModule, x, emb, context, transformer_options, *unused):
     weight_dtype = next(layer.parameters()).dtype
     attention = temporal_attention(transformer_options.get(TEMPORAL_KERNEL_OPTION, True))
     out = layer(x.to(weight_dtype), frames_per_chunk(x.shape[0], transformer_options), attention)
@@ -66,4 +66,4 @@ def attach_temporal_modules(model: comfy.model_patcher.ModelPatcher,
     placement = _Placement(temporal.model)
     model.set_additional_models(TEMPORAL_KEY, [temporal])
     model.set_injections(TEMPORAL_KEY, [PatcherInjection(inject=placement.inject, eject=placement.eject)])
-    model.set_model_forward_timestep_embed_patch((TemporalModule, _run_temporal))
+    model.set_model_forward_timestep_embed_patch((TemporalModule, run_temporal))

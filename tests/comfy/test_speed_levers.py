@@ -136,3 +136,61 @@ def test_an_attention_override_set_upstream_is_kept(rig):
     plain = rig.model.clone()
     speed.apply_speed_options(plain, speed.SpeedOptions())
     assert plain.model_options["transformer_options"][key] is pack_module("nodes.attention_choice").choose_kernel
+
+
+def _runtime_options(model) -> dict:
+    """transformer_options as the UNet call sees them (ComfyUI adds the patcher's wrappers)."""
+    return {**model.model_options["transformer_options"], "wrappers": model.wrappers}
+
+
+def test_cuda_graphs_leave_cpu_results_exact(rig, inp):
+    # Off CUDA the graph wrapper hands every call straight to the UNet: bit-identical, nothing recorded.
+    _, off = _run(rig, inp, _speed(cuda_graphs=False))
+    model = rig.patched(inp["z_ref"], speed=_speed(cuda_graphs=True))
+    x, hints = _clip(inp, 29)
+    pos, neg = rig.conditioning(inp["context"], hints)
+    _, on = rig.sample(model, x, [501, 251], pos, neg, cfg=5.0, seed=7)
+    assert torch.equal(on, off)
+    graphed = model.wrappers["diffusion_model"][pack_module("nodes.unet_graphs").GRAPHS_KEY][0]
+    assert graphed.replay.replays == 0 and graphed.replay.recorded == 0
+
+
+def test_cuda_graphs_only_record_xportrait_alone(rig, inp):
+    """A recording freezes the UNet's Python; any patch that is not X-Portrait's own, or a
+    per-frame reference mode, keeps the call eager."""
+    from comfy.patcher_extension import WrappersMP
+    graphs = pack_module("nodes.unet_graphs")
+    check = graphs._only_xportrait_patches
+    assert check(_runtime_options(rig.patched(inp["z_ref"]))) is None
+
+    upstream = rig.model.clone()  # a wrapper added before Apply runs outside the recording
+    upstream.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "someone_else", lambda executor, *a, **k: executor(*a, **k))
+    patched = pack_module("nodes.xportrait_patch").apply_xportrait(
+        upstream, rig.temporal, rig.reference_net, inp["z_ref"], 1.0,
+        pack_module("nodes.window_sampling").WindowOptions())
+    assert check(_runtime_options(patched)) is None
+
+    later = patched.clone()  # ... one added after it would run inside it
+    later.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "someone_else_inner", lambda executor, *a, **k: executor(*a, **k))
+    assert "someone_else_inner" in check(_runtime_options(later))
+
+    other_patch = rig.patched(inp["z_ref"])
+    other_patch.set_model_attn2_patch(lambda q, k, v, extra_options: (q, k, v))
+    assert "attn2_patch" in check(_runtime_options(other_patch))
+
+    per_frame = rig.patched(inp["z_ref"], reference_mode="per frame")
+    assert "attn1" in check(_runtime_options(per_frame))
+
+
+def test_cuda_graphs_need_every_weight_resident(rig, inp):
+    graphs = pack_module("nodes.unet_graphs")
+    unet = rig.model.model.diffusion_model
+    device = next(unet.parameters()).device
+    assert graphs._weights_resident(unet, device)
+    layer = next(m for m in unet.modules() if hasattr(m, "comfy_cast_weights"))
+    layer.comfy_cast_weights = True  # what ComfyUI sets on layers it streams (lowvram, dynamic VRAM)
+    try:
+        assert not graphs._weights_resident(unet, device)
+    finally:
+        layer.comfy_cast_weights = False
+    assert not graphs._weights_resident(unet, torch.device("meta"))
