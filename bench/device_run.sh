@@ -24,6 +24,7 @@ for phase in "$@"; do
     check) $B --steps 10 --check-levers ;;
     dynamic) $B --dynamic-vram ;;
     precision) (cd bench && python3 precision.py --comfyui "../$COMFY") ;;
+    compile) python3 bench/block_compile.py --comfyui $COMFY ;;
     baseline) $B --no-attention-kernels --no-reuse-residuals ;;
     levers) $B --no-reuse-residuals; $B --no-attention-kernels ;;
     small) for gib in 8 12; do $B --steps 10 --usable-gib $gib; done

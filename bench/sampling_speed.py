@@ -82,13 +82,6 @@ def load_comfy(comfy_dir: str, cpu: bool, flags: list[str], reserve_vram: float 
     raise SystemExit("the pack did not load into ComfyUI")
 
 
-def graph_replays(patched) -> int:
-    """How many UNet calls of the run were CUDA-graph replays (the lever's own counter)."""
-    from comfy.patcher_extension import WrappersMP
-    wrappers = patched.wrappers[WrappersMP.DIFFUSION_MODEL]
-    return sum(getattr(getattr(w, "replay", None), "replays", 0) for fns in wrappers.values() for w in fns)
-
-
 def random_weights(inventory: dict, dtype: torch.dtype, device: str) -> dict:
     """Fan-in-scaled random tensors for every key of a component (timing needs no trained values)."""
     g = torch.Generator(device=device).manual_seed(0)
@@ -114,7 +107,6 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny widths on CPU: a dry run of the script itself")
     ap.add_argument("--no-attention-kernels", action="store_true", help="speed lever off: torch/ComfyUI's kernels")
     ap.add_argument("--no-reuse-residuals", action="store_true", help="speed lever off: ControlNets per window")
-    ap.add_argument("--no-cuda-graphs", action="store_true", help="speed lever off: UNet calls launched eagerly")
     ap.add_argument("--check-levers", action="store_true",
                     help="sample again with every lever off and print the final latents' difference")
     ap.add_argument("--dynamic-vram", action="store_true",
@@ -177,8 +169,7 @@ def run(args) -> None:
     local_hint[:, :, s // 4: s // 2, s // 4: s // 2] = frames[:, :, s // 4: s // 2, s // 4: s // 2]
     context = torch.randn(1, 77, config.context_dim, generator=g)
     speed = speed_mod.SpeedOptions(attention_kernels=not args.no_attention_kernels,
-                                   reuse_control_residuals=not args.no_reuse_residuals,
-                                   cuda_graphs=not args.no_cuda_graphs)
+                                   reuse_control_residuals=not args.no_reuse_residuals)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -225,9 +216,9 @@ def run(args) -> None:
         def rel(a, b):
             return f"{float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)):.2e}"
 
-        for label, off in (("CUDA graphs off", dict(cuda_graphs=False)),
-                           ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
-                                                    cuda_graphs=False))):
+        for label, off in (("attention kernels off", dict(attention_kernels=False)),
+                           ("residual reuse off", dict(reuse_control_residuals=False)),
+                           ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False))):
             options = speed_mod.SpeedOptions(**{**speed.__dict__, **off})
             other = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
                                           window.WindowOptions(args.window_mode, 16, 4), options)
@@ -245,9 +236,7 @@ def run(args) -> None:
             ("settings", f"{n} frames {s}x{s}, {args.sampler}/{args.scheduler} {args.steps} steps ({calls} calls), "
                          f"cfg {args.cfg}, windows {args.window_mode} 16/4, {args.dtype}"),
             ("levers", f"attention kernels {'on' if speed.attention_kernels else 'off'}, "
-                       f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}, "
-                       f"CUDA graphs {'on' if speed.cuda_graphs else 'off'}"),
-            ("UNet calls replayed from CUDA graphs", graph_replays(patched)),
+                       f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}"),
             ("ComfyUI weight patcher", type(model).__name__),
             ("memory limits", f"usable {args.usable_gib} GiB (blocker), reserve-vram {args.reserve_vram}, "
                               f"cap {args.memory_cap_gib}, flags {' '.join(args.comfy_flag) or '-'}"),

@@ -86,18 +86,12 @@ class SpeedSettings(io.ComfyNode):
                 io.Boolean.Input("reuse_control_residuals", default=True,
                                  tooltip="Run the motion ControlNets once per frame and step instead of once per "
                                          "window that covers the frame (a quarter less ControlNet work at 16/4)."),
-                io.Boolean.Input("cuda_graphs", default=True,
-                                 tooltip="Record each window's UNet call once as a CUDA graph and replay it, so the "
-                                         "GPU no longer waits for Python to launch thousands of small kernels. Used "
-                                         "only when every weight stays on the GPU and no other pack patches the "
-                                         "UNet; otherwise the plain call runs. Costs one window's activations of "
-                                         "GPU memory."),
             ],
             outputs=[Speed.Output(display_name="speed_options", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
-    def execute(cls, attention_kernels, reuse_control_residuals, cuda_graphs=True) -> io.NodeOutput:
-        return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals, cuda_graphs))
+    def execute(cls, attention_kernels, reuse_control_residuals) -> io.NodeOutput:
+        return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals))
 
 
 class MotionControl(io.ComfyNode):

@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from .attention_choice import OVERRIDE_OPTION, choose_kernel
 from .motion_control import REUSE_RESIDUALS_OPTION
 
-#: transformer_options key: whether window UNet calls are replayed from CUDA graphs.
-GRAPHS_OPTION = "xportrait_cuda_graphs"
-
 #: transformer_options key: whether the temporal modules use the chosen frame-attention kernel.
 TEMPORAL_KERNEL_OPTION = "xportrait_temporal_kernel"
 
@@ -23,13 +20,10 @@ class SpeedOptions:
     """attention_kernels: unpadded attention kernels per head size and a matmul kernel for the
     16-frame temporal attention (CUDA fp16/bf16 only; elsewhere torch's own choice).
     reuse_control_residuals: ControlNet residuals computed once per frame and step, not once per
-    window that covers the frame.
-    cuda_graphs: each window's UNet call replayed from a CUDA graph recorded once per run
-    (CUDA with every weight resident only; elsewhere the plain call runs)."""
+    window that covers the frame."""
 
     attention_kernels: bool = True
     reuse_control_residuals: bool = True
-    cuda_graphs: bool = True
 
 
 def apply_speed_options(model, options: SpeedOptions) -> None:
@@ -37,7 +31,6 @@ def apply_speed_options(model, options: SpeedOptions) -> None:
     transformer_options = model.model_options.setdefault("transformer_options", {})
     transformer_options[REUSE_RESIDUALS_OPTION] = options.reuse_control_residuals
     transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
-    transformer_options[GRAPHS_OPTION] = options.cuda_graphs
     # An attention override set upstream (another pack's attention patch) is the user's choice: keep it.
     if options.attention_kernels:
         transformer_options.setdefault(OVERRIDE_OPTION, choose_kernel)

@@ -9,7 +9,6 @@ from .memory_estimate import attach_memory_estimate
 from .reference_attention import ReferenceState, attach_reference_attention
 from .speed_options import SpeedOptions, apply_speed_options
 from .temporal_injection import attach_temporal_modules
-from .unet_graphs import attach_unet_graphs
 from ..xportrait_core.finite_inputs import require_finite
 from ..xportrait_core.temporal import MAX_FRAMES
 
@@ -40,8 +39,6 @@ def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference
         state = ReferenceState(reference_net, reference_latents, reference_strength, reference_mode)
         attach_reference_attention(patched, state)
         on_finish.append(state.reset)
-    # Innermost diffusion-model wrapper: added after the reference attention's.
-    on_finish.append(attach_unet_graphs(patched).finish)
     attach_windows(patched, WindowState(windows, on_finish))
     attach_memory_estimate(patched, windows.length if windows.mode != "off" else MAX_FRAMES)
     return patched
