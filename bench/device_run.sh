@@ -25,6 +25,9 @@ for phase in "$@"; do
     dynamic) $B --dynamic-vram ;;
     precision) (cd bench && python3 precision.py --comfyui "../$COMFY") ;;
     compile) python3 bench/block_compile.py --comfyui $COMFY ;;
+    compiled) $B --compile --warm-runs 1 ;;
+    compiled-check) $B --compile --steps 10 --check-levers ;;
+    compiled-precision) (cd bench && python3 precision.py --comfyui "../$COMFY" --compile --dtypes fp16) ;;
     baseline) $B --no-attention-kernels --no-reuse-residuals ;;
     levers) $B --no-reuse-residuals; $B --no-attention-kernels ;;
     small) for gib in 8 12; do $B --steps 10 --usable-gib $gib; done

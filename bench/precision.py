@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--comfyui", required=True)
     ap.add_argument("--dtypes", nargs="+", default=["fp16", "bf16"])
     ap.add_argument("--run-frames", type=int, default=29, help="frames of the 4-step run (the baseline's 29)")
+    ap.add_argument("--compile", action="store_true", help="with the compiled-blocks lever on")
     ap.add_argument("--tiny", action="store_true", help="tiny widths on CPU at 64x64: a dry run of the script")
     args = ap.parse_args()
     with torch.inference_mode():
@@ -48,6 +49,7 @@ def run(args) -> None:
     patch = pack("nodes.xportrait_patch")
     window = pack("nodes.window_sampling")
     control_mod = pack("nodes.motion_control")
+    speed = pack("nodes.speed_options").SpeedOptions(compile_blocks=args.compile)
 
     names = ("unet", "temporal", "reference_net", "pose_controlnet", "local_controlnet", "vae")
     config, device, s = (arch.TINY, "cpu", 64) if args.tiny else (arch.FULL, "cuda", 512)
@@ -71,7 +73,7 @@ def run(args) -> None:
         patched = patch.apply_xportrait(model, networks.build_temporal_modules(parts["temporal"], dtype),
                                         networks.build_reference_net(parts["reference_net"], dtype),
                                         patch.encode_references(vae, model, portrait), 1.0,
-                                        window.WindowOptions("official", 16, 4))
+                                        window.WindowOptions("official", 16, 4), speed)
         nets = (networks.build_controlnet(parts["pose_controlnet"], dtype),
                 networks.build_controlnet(parts["local_controlnet"], dtype))
 
@@ -103,7 +105,8 @@ def run(args) -> None:
     t0 = time.perf_counter()
     eps32, four32 = results("fp32")
     rows = [("date", time.strftime("%Y-%m-%d")), ("device", "cpu" if args.tiny else torch.cuda.get_device_name()),
-            ("settings", f"{'tiny' if args.tiny else 'full-size'} random weights, {s}x{s}, CFG 5, levers on; "
+            ("settings", f"{'tiny' if args.tiny else 'full-size'} random weights, {s}x{s}, CFG 5, levers on "
+                         f"(compiled blocks {'on' if args.compile else 'off'}); "
                          f"eps: one official window of {window_frames} frames; 4-step ddim: {n} frames; "
                          "fp32 with TF32 off")]
     for dtype in args.dtypes:

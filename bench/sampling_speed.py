@@ -107,6 +107,9 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny widths on CPU: a dry run of the script itself")
     ap.add_argument("--no-attention-kernels", action="store_true", help="speed lever off: torch/ComfyUI's kernels")
     ap.add_argument("--no-reuse-residuals", action="store_true", help="speed lever off: ControlNets per window")
+    ap.add_argument("--compile", action="store_true", help="speed lever on: compiled UNet blocks (off by default)")
+    ap.add_argument("--warm-runs", type=int, default=0,
+                    help="sampling runs before the timed one (compiling happens in the first)")
     ap.add_argument("--check-levers", action="store_true",
                     help="sample again with every lever off and print the final latents' difference")
     ap.add_argument("--dynamic-vram", action="store_true",
@@ -169,7 +172,8 @@ def run(args) -> None:
     local_hint[:, :, s // 4: s // 2, s // 4: s // 2] = frames[:, :, s // 4: s // 2, s // 4: s // 2]
     context = torch.randn(1, 77, config.context_dim, generator=g)
     speed = speed_mod.SpeedOptions(attention_kernels=not args.no_attention_kernels,
-                                   reuse_control_residuals=not args.no_reuse_residuals)
+                                   reuse_control_residuals=not args.no_reuse_residuals,
+                                   compile_blocks=args.compile)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -188,14 +192,21 @@ def run(args) -> None:
     sync()
     encode_s, encode_peak = time.perf_counter() - t_start, peak()
     reset()
-    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if args.profile else None
-    t_sample = time.perf_counter()
-    if profiler:
-        profiler.__enter__()
     def sample(model):
         return comfy.sample.sample(model, noise, args.steps, args.cfg, args.sampler, args.scheduler, positive,
                                    negative, start, denoise=1.0, disable_pbar=True, seed=0)
 
+    warm_s = []
+    for _ in range(args.warm_runs):
+        t_warm = time.perf_counter()
+        sample(patched)
+        sync()
+        warm_s.append(time.perf_counter() - t_warm)
+    reset()
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if args.profile else None
+    t_sample = time.perf_counter()
+    if profiler:
+        profiler.__enter__()
     samples = sample(patched)
     sync()
     t_decode = time.perf_counter()
@@ -218,7 +229,11 @@ def run(args) -> None:
 
         for label, off in (("attention kernels off", dict(attention_kernels=False)),
                            ("residual reuse off", dict(reuse_control_residuals=False)),
-                           ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False))):
+                           ("compiled blocks off", dict(compile_blocks=False)),
+                           ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
+                                                    compile_blocks=False))):
+            if off == dict(compile_blocks=False) and not speed.compile_blocks:
+                continue
             options = speed_mod.SpeedOptions(**{**speed.__dict__, **off})
             other = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
                                           window.WindowOptions(args.window_mode, 16, 4), options)
@@ -236,7 +251,9 @@ def run(args) -> None:
             ("settings", f"{n} frames {s}x{s}, {args.sampler}/{args.scheduler} {args.steps} steps ({calls} calls), "
                          f"cfg {args.cfg}, windows {args.window_mode} 16/4, {args.dtype}"),
             ("levers", f"attention kernels {'on' if speed.attention_kernels else 'off'}, "
-                       f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}"),
+                       f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}, "
+                       f"compiled blocks {'on' if speed.compile_blocks else 'off'}"),
+            ("untimed warm-up runs (s)", ", ".join(f"{w:.1f}" for w in warm_s) or "-"),
             ("ComfyUI weight patcher", type(model).__name__),
             ("memory limits", f"usable {args.usable_gib} GiB (blocker), reserve-vram {args.reserve_vram}, "
                               f"cap {args.memory_cap_gib}, flags {' '.join(args.comfy_flag) or '-'}"),

@@ -86,12 +86,18 @@ class SpeedSettings(io.ComfyNode):
                 io.Boolean.Input("reuse_control_residuals", default=True,
                                  tooltip="Run the motion ControlNets once per frame and step instead of once per "
                                          "window that covers the frame (a quarter less ControlNet work at 16/4)."),
+                io.Boolean.Input("compile_blocks", default=False,
+                                 tooltip="Run the UNet's blocks compiled by torch.compile (fused GPU kernels). "
+                                         "Needs an NVIDIA GPU with Triton and the whole model on the GPU; "
+                                         "elsewhere it does nothing. The first run compiles for a minute or "
+                                         "more; later runs in the same session are faster. Results match the "
+                                         "plain path to fp16 rounding."),
             ],
             outputs=[Speed.Output(display_name="speed_options", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
-    def execute(cls, attention_kernels, reuse_control_residuals) -> io.NodeOutput:
-        return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals))
+    def execute(cls, attention_kernels, reuse_control_residuals, compile_blocks=False) -> io.NodeOutput:
+        return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals, compile_blocks))
 
 
 class MotionControl(io.ComfyNode):

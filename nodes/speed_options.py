@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .attention_choice import OVERRIDE_OPTION, choose_kernel
+from .compiled_blocks import COMPILE_OPTION
 from .motion_control import REUSE_RESIDUALS_OPTION
 
 #: transformer_options key: whether the temporal modules use the chosen frame-attention kernel.
@@ -20,10 +21,13 @@ class SpeedOptions:
     """attention_kernels: unpadded attention kernels per head size and a matmul kernel for the
     16-frame temporal attention (CUDA fp16/bf16 only; elsewhere torch's own choice).
     reuse_control_residuals: ControlNet residuals computed once per frame and step, not once per
-    window that covers the frame."""
+    window that covers the frame.
+    compile_blocks: the UNet's blocks run compiled by torch.compile/inductor (CUDA with Triton
+    and resident weights only; the first run spends time compiling). Off by default."""
 
     attention_kernels: bool = True
     reuse_control_residuals: bool = True
+    compile_blocks: bool = False
 
 
 def apply_speed_options(model, options: SpeedOptions) -> None:
@@ -31,6 +35,7 @@ def apply_speed_options(model, options: SpeedOptions) -> None:
     transformer_options = model.model_options.setdefault("transformer_options", {})
     transformer_options[REUSE_RESIDUALS_OPTION] = options.reuse_control_residuals
     transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
+    transformer_options[COMPILE_OPTION] = options.compile_blocks
     # An attention override set upstream (another pack's attention patch) is the user's choice: keep it.
     if options.attention_kernels:
         transformer_options.setdefault(OVERRIDE_OPTION, choose_kernel)

@@ -5,6 +5,7 @@ import torch
 
 import comfy.model_patcher
 
+from .compiled_blocks import attach_compiled_blocks
 from .memory_estimate import attach_memory_estimate
 from .reference_attention import ReferenceState, attach_reference_attention
 from .speed_options import SpeedOptions, apply_speed_options
@@ -39,6 +40,7 @@ def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference
         state = ReferenceState(reference_net, reference_latents, reference_strength, reference_mode)
         attach_reference_attention(patched, state)
         on_finish.append(state.reset)
+    on_finish.append(attach_compiled_blocks(patched).finish)
     attach_windows(patched, WindowState(windows, on_finish))
     attach_memory_estimate(patched, windows.length if windows.mode != "off" else MAX_FRAMES)
     return patched

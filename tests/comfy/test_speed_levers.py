@@ -137,3 +137,27 @@ def test_an_attention_override_set_upstream_is_kept(rig):
     speed.apply_speed_options(plain, speed.SpeedOptions())
     assert plain.model_options["transformer_options"][key] is pack_module("nodes.attention_choice").choose_kernel
 
+
+
+def test_compiled_blocks_compute_the_plain_result_and_leave_nothing_behind(rig, inp):
+    """The compile lever's mechanism on the CPU: torch's `eager` backend traces every block with
+    dynamo (its guards decide reuse and recompiles) without inductor's GPU code generation."""
+    import torch._dynamo
+    from comfy.patcher_extension import WrappersMP
+    blocks = pack_module("nodes.compiled_blocks")
+    _, plain = _run(rig, inp, _speed(compile_blocks=False))
+    model = rig.patched(inp["z_ref"], speed=_speed(compile_blocks=True))
+    model.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, blocks.COMPILE_KEY)
+    compiled = blocks.CompiledBlocks(backend="eager", available=lambda device: True)
+    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, blocks.COMPILE_KEY, compiled)
+    torch._dynamo.reset()
+    x, hints = _clip(inp, 29)
+    pos, neg = rig.conditioning(inp["context"], hints)
+    _, out = rig.sample(model, x, [501, 251], pos, neg, cfg=5.0, seed=7)
+    assert rel_l2(out, plain) < LEVER_BOUND
+    unet = rig.model.model.diffusion_model  # temporal modules stay injected while the MODEL is loaded
+    used = list(blocks.unet_blocks(unet))
+    kinds = {type(b).__name__ for b in used}
+    assert {"ResBlock", "SpatialTransformer", "Downsample", "Upsample", "TemporalModule"} <= kinds
+    assert len(compiled._compiled) == len(used), "every UNet block and temporal module should have run compiled"
+    assert all(m._compiled_call_impl is None for m in unet.modules()), "compiled blocks leaked out of sampling"
