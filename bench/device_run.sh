@@ -27,6 +27,8 @@ for phase in "$@"; do
     compile) python3 bench/block_compile.py --comfyui $COMFY ;;
     compiled) $B --compile --warm-runs 1 ;;
     compiled-check) $B --compile --steps 10 --check-levers ;;
+    compiled-lcm) $B --compile --warm-runs 1 --steps 8 --cfg 1.0 --sampler lcm --scheduler sgm_uniform ;;
+    compiled-long) $B --compile --steps 10 --frames 240 ;;
     compiled-precision) (cd bench && python3 precision.py --comfyui "../$COMFY" --compile --dtypes fp16) ;;
     baseline) $B --no-attention-kernels --no-reuse-residuals ;;
     levers) $B --no-reuse-residuals; $B --no-attention-kernels ;;

@@ -49,7 +49,7 @@ def run(args) -> None:
     patch = pack("nodes.xportrait_patch")
     window = pack("nodes.window_sampling")
     control_mod = pack("nodes.motion_control")
-    speed = pack("nodes.speed_options").SpeedOptions(compile_blocks=args.compile)
+    speed_options = pack("nodes.speed_options").SpeedOptions
 
     names = ("unet", "temporal", "reference_net", "pose_controlnet", "local_controlnet", "vae")
     config, device, s = (arch.TINY, "cpu", 64) if args.tiny else (arch.FULL, "cuda", 512)
@@ -73,7 +73,9 @@ def run(args) -> None:
         patched = patch.apply_xportrait(model, networks.build_temporal_modules(parts["temporal"], dtype),
                                         networks.build_reference_net(parts["reference_net"], dtype),
                                         patch.encode_references(vae, model, portrait), 1.0,
-                                        window.WindowOptions("official", 16, 4), speed)
+                                        window.WindowOptions("official", 16, 4),
+                                        # the fp32 reference is the plain path
+                                        speed_options(compile_blocks=args.compile and dtype != "fp32"))
         nets = (networks.build_controlnet(parts["pose_controlnet"], dtype),
                 networks.build_controlnet(parts["local_controlnet"], dtype))
 
