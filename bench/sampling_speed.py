@@ -242,7 +242,8 @@ def run(args) -> None:
     calls = args.steps + (1 if args.sampler == "ddim" else 0)
     plan = (windows_core.official_windows(n, 0) if args.window_mode == "official"
             else windows_core.sliding_windows(n) if args.window_mode == "sliding" else [list(range(n))])
-    evaluations = calls * sum(len(w) for w in plan)
+    # The per-evaluation figure counts cond and uncond; CFG 1 runs the conditional pass alone.
+    evaluations = calls * sum(len(w) for w in plan) * (0.5 if args.cfg == 1.0 else 1.0)
     sampling_s = t_decode - t_sample
     total_s = encode_s + sampling_s + (t_end - t_decode)  # warm-up runs excluded
     rows_per_call = 2 * min(n, 16) if args.cfg != 1.0 else min(n, 16)

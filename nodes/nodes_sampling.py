@@ -86,7 +86,7 @@ class SpeedSettings(io.ComfyNode):
                 io.Boolean.Input("reuse_control_residuals", default=True,
                                  tooltip="Run the motion ControlNets once per frame and step instead of once per "
                                          "window that covers the frame (a quarter less ControlNet work at 16/4)."),
-                io.Boolean.Input("compile_blocks", default=False,
+                io.Boolean.Input("compile_blocks", default=False, optional=True,
                                  tooltip="Run the UNet's blocks compiled by torch.compile (fused GPU kernels). "
                                          "Needs an NVIDIA GPU with Triton and the whole model on the GPU; "
                                          "elsewhere it does nothing. The first run compiles for a minute or "

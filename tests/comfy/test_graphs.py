@@ -53,7 +53,8 @@ def test_speed_options_node_switches_levers_without_changing_the_video(comfy):
     # 20 frames: two overlapping windows per step, so residual reuse actually reuses.
     frames = {}
     for name, speed in (("default", None), ("all off", {"attention_kernels": False, "reuse_control_residuals": False}),
-                        ("all on", {"attention_kernels": True, "reuse_control_residuals": True})):
+                        ("all on", {"attention_kernels": True, "reuse_control_residuals": True,
+                                    "compile_blocks": True})):
         prompt, ids = xportrait_graph(frames=20, steps=2, size=64, speed=speed)
         result = comfy.run(prompt)
         assert result.success, result.error_text()
