@@ -12,12 +12,14 @@ frame and call (see `xportrait_core.residual_reuse`).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import comfy.controlnet
 import comfy.model_patcher
 import comfy.utils
 
+from ..xportrait_core.face.driving import global_hint_rows, local_hint_rows
 from ..xportrait_core.reference_bank import chunk_runs, position_runs, take_rows
 from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_after
 
@@ -28,24 +30,69 @@ WINDOW_PLAN_OPTION = "xportrait_window_plan"
 CLIP_FRAMES_OPTION = "xportrait_clip_frames"
 #: transformer_options flag set by Apply X-Portrait's speed options; absent means on.
 REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
+#: Largest whole-clip copy of one hint (sized, in the ControlNet's dtype) kept on the device for
+#: a run: 240 frames of 512x512 in fp16 is 360 MiB. Longer clips build each window's hint frames.
+HINT_CACHE_BYTES = 512 * 2**20
 
 
 class MotionHints:
-    """Driving hints in [-1, 1], channels first: global ``[N,3,H,W]`` and local ``[N,3,H,W]``."""
+    """The driving clip's hints for the two ControlNets, in [-1, 1], built per frame on request.
 
-    def __init__(self, global_hint: torch.Tensor, local_hint: torch.Tensor):
-        for name, hint in (("global hint", global_hint), ("local hint", local_hint)):
-            if hint.ndim != 4 or hint.shape[1] != 3:
-                raise ValueError(f"X-Portrait {name}: expected [frames, 3, H, W], got {list(hint.shape)}")
-        if global_hint.shape[0] != local_hint.shape[0]:
-            raise ValueError(f"X-Portrait hints: {global_hint.shape[0]} global frames but {local_hint.shape[0]} "
+    Kept compactly between nodes, so a long clip does not hold extra float copies of itself:
+    - from Encode Driving: the aligned frames [N,S,S,3] (the very tensor of its aligned_frames
+      output) and the eye/mouth window centres [N,3,2];
+    - from hint images: the two IMAGE batches as given;
+    - explicit hint tensors [N,3,H,W] (the parity fixture, scripts).
+    Each hint frame is computed from its source with the same float operations as a whole-clip
+    tensor would be, so the networks see the same numbers (tested).
+    """
+
+    def __init__(self, global_hint: torch.Tensor, local_hint: torch.Tensor, _source=None):
+        if _source is None:
+            for name, hint in (("global hint", global_hint), ("local hint", local_hint)):
+                if hint.ndim != 4 or hint.shape[1] != 3:
+                    raise ValueError(f"X-Portrait {name}: expected [frames, 3, H, W], got {list(hint.shape)}")
+            _source = ("tensors", global_hint, local_hint)
+        first, second = _source[1], _source[2]
+        if second is not None and first.shape[0] != second.shape[0]:
+            raise ValueError(f"X-Portrait hints: {first.shape[0]} global frames but {second.shape[0]} "
                              "local frames; encode both from the same driving clip")
-        self.global_hint = global_hint
-        self.local_hint = local_hint
+        self._source = _source
+
+    @classmethod
+    def from_aligned(cls, aligned: torch.Tensor, centres) -> "MotionHints":
+        """Encode Driving's result: aligned frames [N,S,S,3] in [0,1], window centres [N,3,2] or None."""
+        return cls(None, None, ("aligned", aligned, None if centres is None else np.asarray(centres)))
+
+    @classmethod
+    def from_images(cls, aligned: torch.Tensor, local: torch.Tensor) -> "MotionHints":
+        """Hint images [N,H,W,C] in [0,1]: aligned frames and eye/mouth hint images."""
+        return cls(None, None, ("images", aligned, local))
 
     @property
     def frames(self) -> int:
-        return self.global_hint.shape[0]
+        return self._source[1].shape[0]
+
+    def rows(self, which: int, frames) -> torch.Tensor:
+        """Hint ``which`` (0 global, 1 local) of ``frames`` (indices): float [k,3,H,W] in [-1,1]."""
+        kind, first, second = self._source
+        index = torch.as_tensor(frames, dtype=torch.long, device=first.device)
+        if kind == "tensors":
+            return (first, second)[which][index]
+        if kind == "images":
+            return (first, second)[which][index][..., :3].movedim(-1, 1).float() * 2.0 - 1.0
+        aligned = first[index]
+        if which == 0:
+            return global_hint_rows(aligned)
+        return local_hint_rows(aligned, None if second is None else second[index.cpu().numpy()])
+
+    @property
+    def global_hint(self) -> torch.Tensor:
+        return self.rows(0, range(self.frames))
+
+    @property
+    def local_hint(self) -> torch.Tensor:
+        return self.rows(1, range(self.frames))
 
 
 class XPortraitMotionControl(comfy.controlnet.ControlBase):
@@ -61,28 +108,42 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         self.model_sampling_current = None
         self._sized_hints: dict = {}
         self._reuse = WindowResidualCache()
+        self.hint_cache_bytes = HINT_CACHE_BYTES
 
     def _active(self):
-        pairs = ((self.global_net, self.hints.global_hint, self.global_strength),
-                 (self.local_net, self.hints.local_hint, self.local_strength))
-        return [(net, hint, s, i) for i, (net, hint, s) in enumerate(pairs) if net is not None and s != 0.0]
+        pairs = ((self.global_net, self.global_strength), (self.local_net, self.local_strength))
+        return [(net, s, i) for i, (net, s) in enumerate(pairs) if net is not None and s != 0.0]
 
-    def _hint_frames(self, which: int, hint: torch.Tensor, frames: torch.Tensor, x: torch.Tensor, dtype):
-        """The hint frames of this window, resized once per run to 8x the latent size."""
+    def _sized(self, which: int, frames, size, device, dtype) -> torch.Tensor:
+        """Hint frames resized to ``size`` (8x the latent) on ``device``."""
+        rows = self.hints.rows(which, frames)
+        if tuple(rows.shape[-2:]) != size:
+            rows = comfy.utils.common_upscale(rows, size[1], size[0], "bilinear", "disabled")
+        if device.type == "cuda":
+            rows = rows.pin_memory() if not rows.is_cuda else rows
+            return rows.to(device=device, dtype=dtype, non_blocking=True)
+        return rows.to(device=device, dtype=dtype)
+
+    def _hint_frames(self, which: int, frames: torch.Tensor, x: torch.Tensor, dtype):
+        """The hint frames of this window at 8x the latent size on the latent's device.
+
+        A clip whose hints fit HINT_CACHE_BYTES is sized and moved once per run; a longer one is
+        built per window from the compact source, so GPU memory does not grow with the clip."""
         size = (x.shape[-2] * 8, x.shape[-1] * 8)
+        n = self.hints.frames
+        if n > 1 and int(frames.max()) >= n:
+            raise ValueError(f"X-Portrait motion control: the latent batch has at least {int(frames.max()) + 1} "
+                             f"frames but the driving hints have {n}; make the start latent's "
+                             "frame count equal to the driving clip's")
+        whole_clip = n * 3 * size[0] * size[1] * torch.finfo(dtype).bits // 8
+        if n > 1 and whole_clip > self.hint_cache_bytes:
+            return self._sized(which, frames.tolist(), size, x.device, dtype)
         key = (which, size, x.device, dtype)
         if key not in self._sized_hints:
-            sized = hint
-            if tuple(hint.shape[-2:]) != size:
-                sized = comfy.utils.common_upscale(hint, size[1], size[0], "bilinear", "disabled")
-            self._sized_hints[key] = sized.to(device=x.device, dtype=dtype)
+            self._sized_hints[key] = self._sized(which, range(n), size, x.device, dtype)
         sized = self._sized_hints[key]
         if sized.shape[0] == 1:
             return sized.expand(len(frames), -1, -1, -1)
-        if int(frames.max()) >= sized.shape[0]:
-            raise ValueError(f"X-Portrait motion control: the latent batch has at least {int(frames.max()) + 1} "
-                             f"frames but the driving hints have {sized.shape[0]}; make the start latent's "
-                             "frame count equal to the driving clip's")
         # Slices of the device copy: indexing with a host tensor would sync with the GPU.
         runs = position_runs(frames.tolist())
         return take_rows(sized, runs)
@@ -93,9 +154,9 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         x_in = sampling.calculate_input(t, x)
         timestep = sampling.timestep(t)
         total = None
-        for net, hint, strength, which in active:
+        for net, strength, which in active:
             dtype = getattr(net, "manual_cast_dtype", None) or net.model.dtype
-            h = self._hint_frames(which, hint, frames, x_in, dtype)
+            h = self._hint_frames(which, frames, x_in, dtype)
             out = net.model(x=x_in.to(dtype), hint=h, timesteps=timestep.to(dtype), context=context.to(dtype))
             residuals = out["output"] + out["middle"]
             if strength != 1.0:
@@ -183,5 +244,6 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
     def copy(self):
         c = XPortraitMotionControl(self.global_net, self.local_net, self.hints, self.global_strength,
                                    self.local_strength)
+        c.hint_cache_bytes = self.hint_cache_bytes
         self.copy_to(c)
         return c

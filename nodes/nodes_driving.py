@@ -122,8 +122,8 @@ class EncodeDriving(io.ComfyNode):
                                   best_frame=best_frame, smoothing=landmark_smoothing)
         for warning in encoding.warnings:
             log.warning("X-Portrait Encode Driving: %s", warning)
-        hints = MotionHints(encoding.global_hint, encoding.local_hint)
-        local_preview = (encoding.local_hint.permute(0, 2, 3, 1) + 1) / 2
+        hints = MotionHints.from_aligned(encoding.aligned, encoding.centres)
+        local_preview = (hints.local_hint.permute(0, 2, 3, 1) + 1) / 2
         shown = ui.PreviewText("\n".join(encoding.warnings)) if encoding.warnings else None
         return io.NodeOutput(hints, encoding.aligned, local_preview, float(fps), ui=shown)
 

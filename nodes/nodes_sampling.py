@@ -168,8 +168,10 @@ class DrivingFromImages(io.ComfyNode):
     def execute(cls, aligned_frames, local_hints) -> io.NodeOutput:
         require_finite(aligned_frames, "aligned_frames", "check the node that made the aligned driving frames")
         require_finite(local_hints, "local_hints", "check the node that made the eye/mouth hint images")
-        to_hint = lambda images: images[..., :3].movedim(-1, 1).float() * 2.0 - 1.0
-        return io.NodeOutput(MotionHints(to_hint(aligned_frames), to_hint(local_hints)))
+        if aligned_frames.shape[0] != local_hints.shape[0]:
+            raise ValueError(f"X-Portrait Driving From Hint Images: {aligned_frames.shape[0]} aligned frames but "
+                             f"{local_hints.shape[0]} local hint images; give one hint image per frame")
+        return io.NodeOutput(MotionHints.from_images(aligned_frames, local_hints))
 
 
 class StartLatent(io.ComfyNode):

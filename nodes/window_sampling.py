@@ -26,6 +26,7 @@ from .memory_estimate import window_fits_batched
 from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 
 WINDOWS_KEY = "xportrait_windows"
+_NOT_ASKED = object()
 WINDOW_MODES = ("official", "sliding", "off")
 
 
@@ -81,6 +82,7 @@ class WindowState:
         self.calls = 0
         self._steps = 1
         self._progress = None
+        self._previewer = _NOT_ASKED
 
     def start(self, seed, steps: int = 1) -> None:
         self._rng = random.Random(0 if seed is None else int(seed))
@@ -88,15 +90,28 @@ class WindowState:
         self.calls = 0
         self._steps = max(1, steps)
         self._progress = None
+        self._previewer = _NOT_ASKED
 
-    def window_done(self, index: int, windows: int) -> None:
+    def window_done(self, index: int, windows: int, latent_format=None, denoised: torch.Tensor | None = None) -> None:
         """Advance ComfyUI's progress bar by one window (the sampler itself ticks once per step),
-        so a long clip never sits silent for a whole step; Cancel is honoured between windows."""
+        so a long clip never sits silent for a whole step; Cancel is honoured between windows.
+        With ComfyUI's latent previews on, the preview shows the window just computed."""
         mm.throw_exception_if_processing_interrupted()
         total = self._steps * windows
         if self._progress is None:
             self._progress = comfy.utils.ProgressBar(total)
-        self._progress.update_absolute(min(total, (self._step - 1) * windows + index + 1), total)
+        preview = self._preview(latent_format, denoised) if denoised is not None else None
+        self._progress.update_absolute(min(total, (self._step - 1) * windows + index + 1), total, preview)
+
+    def _preview(self, latent_format, denoised: torch.Tensor):
+        """ComfyUI's previewer (as configured: none, latent2rgb, taesd) on the window's middle frame."""
+        if self._previewer is _NOT_ASKED:
+            import latent_preview  # ComfyUI's own module, importable once ComfyUI runs
+            self._previewer = latent_preview.get_previewer(denoised.device, latent_format) if latent_format else None
+        if self._previewer is None:
+            return None
+        middle = denoised.shape[0] // 2
+        return self._previewer.decode_latent_to_preview_image("JPEG", denoised[middle:middle + 1])
 
     def finish(self) -> None:
         self._plan = self._last_sigma = None
@@ -167,7 +182,8 @@ class _WindowedCondBatch:
                                               WINDOW_PLAN_OPTION: (self.state.calls, plan.windows, index)}
             per_window.append(_run_window(executor, model, conds, x_in[frames_dev],
                                           timestep[frames_dev] if per_frame_sigma else timestep, options))
-            self.state.window_done(index, len(plan.windows))
+            self.state.window_done(index, len(plan.windows), getattr(model, "latent_format", None),
+                                   per_window[-1][0])
         # One prediction per conditioning; each is merged over the windows on its own.
         return [average_over_windows([outs[c] for outs in per_window], plan, n) for c in range(len(per_window[0]))]
 

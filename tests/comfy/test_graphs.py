@@ -73,6 +73,19 @@ def test_progress_moves_per_window_over_the_websocket(comfy, comfy_server):
     # 20 frames are two windows per step: the window ticks count steps x windows.
     assert any(p["max"] == steps * 2 for p in progress), progress
     assert len(progress) > steps, "the progress bar only moved once per sampling step"
+    assert not any(e["type"] == "binary" for e in run["events"]), "previews are off unless asked for"
+
+
+def test_latent_preview_shows_each_window(comfy, comfy_server):
+    """With ComfyUI's latent previews on (here per prompt, as the frontend's setting sends it),
+    a preview image arrives per window, not only per step."""
+    steps = 3  # not the other server tests' prompt, which ComfyUI would answer from its cache
+    prompt, ids = xportrait_graph(frames=20, steps=steps, size=64)
+    run = comfy_server.run(prompt, extra_data={"preview_method": "latent2rgb"})
+    assert "rejected" not in run, run.get("rejected")
+    previews = [e for e in run["events"] if e["type"] == "binary"]
+    # the sampler's own callback sends one per step; each of the 2 windows per step adds one
+    assert len(previews) >= steps + steps * 2, len(previews)
 
 
 def test_multigpu_node_on_one_device_changes_nothing(comfy):

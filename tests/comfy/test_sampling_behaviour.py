@@ -104,3 +104,25 @@ def test_cond_and_uncond_share_one_call_and_the_bank_is_computed_once_per_step(r
     assert all(sorted(tags) == [0, 1] and rows == 32 for tags, rows in calls), calls
     assert len(calls) >= 4, "30 frames need at least two 16-frame windows per step"
     assert len(records) == 2, f"reference net ran {len(records)} times for 2 steps"
+
+
+def test_long_clip_hints_from_compact_storage_equal_float_hints(rig, inp):
+    """A few hundred frames: hints kept as aligned frames + window centres and built per window
+    (the long-clip path, nothing cached on the device) give exactly the whole-clip float result."""
+    control = pack_module("nodes.motion_control")
+    driving = pack_module("xportrait_core.face.driving")
+    frames = 240
+    g = torch.Generator().manual_seed(11)
+    size = inp["hint"].shape[-1]
+    aligned = torch.rand(frames, size, size, 3, generator=g)
+    centres = torch.randint(0, size, (frames, 3, 2), generator=g).numpy()
+    compact = control.MotionHints.from_aligned(aligned, centres)
+    explicit = control.MotionHints(driving.global_hint_rows(aligned), driving.local_hint_rows(aligned, centres))
+    assert torch.equal(compact.local_hint, explicit.local_hint)
+    x = torch.randn(frames, inp["x_t"].shape[1], *inp["x_t"].shape[-2:], generator=g)
+    results = []
+    for hints, cache in ((explicit, control.HINT_CACHE_BYTES), (compact, 0)):
+        pos, neg = rig.conditioning(inp["context"], hints)
+        pos[0][1]["control"].hint_cache_bytes = cache
+        results.append(rig.sample(rig.patched(inp["z_ref"]), x, [501], pos, neg, cfg=5.0, seed=7)[1])
+    assert torch.equal(results[0], results[1])

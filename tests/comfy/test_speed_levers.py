@@ -161,3 +161,22 @@ def test_compiled_blocks_compute_the_plain_result_and_leave_nothing_behind(rig, 
     assert {"ResBlock", "SpatialTransformer", "Downsample", "Upsample", "TemporalModule"} <= kinds
     assert len(compiled._compiled) == len(used), "every UNet block and temporal module should have run compiled"
     assert all(m._compiled_call_impl is None for m in unet.modules()), "compiled blocks leaked out of sampling"
+
+
+def test_reference_i_reaches_frame_i_under_windows(rig, inp):
+    """Per-frame mode across overlapping windows: without temporal modules frames do not mix,
+    so changing reference j must change frame j's result and no other frame's."""
+    frames, changed = 20, 13  # frame 13 lies in two windows of a 16/4 plan over 20 frames
+    x, hints = _clip(inp, frames)
+    pos, neg = rig.conditioning(inp["context"], hints)
+    g = torch.Generator().manual_seed(5)
+    refs = inp["z_ref"].expand(frames, -1, -1, -1) + 0.3 * torch.randn(
+        frames, *inp["z_ref"].shape[1:], generator=g)
+    other = refs.clone()
+    other[changed] = torch.randn(other.shape[1:], generator=g)
+    out = [rig.sample(rig.patched(r, temporal=False, reference_mode="per frame"), x, [501, 251], pos, neg,
+                      cfg=5.0, seed=7)[1] for r in (refs, other)]
+    moved = (out[0] - out[1]).flatten(1).abs().amax(1)
+    assert moved[changed] > 1e-3
+    assert torch.equal(torch.cat([out[0][:changed], out[0][changed + 1:]]),
+                       torch.cat([out[1][:changed], out[1][changed + 1:]]))

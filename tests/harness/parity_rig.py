@@ -59,11 +59,15 @@ class TinyRig:
                                      reference_strength, windows, speed, reference_mode)
 
     def conditioning(self, context: torch.Tensor, hints=None, strengths=(1.0, 1.0)):
-        """[positive, negative] with the motion control attached to both (as the node does)."""
+        """[positive, negative] with the motion control attached to both (as the node does).
+
+        ``hints``: a (global, local) pair of hint tensors, or a MotionHints."""
         control_mod = pack_module("nodes.motion_control")
         if hints is None:
             return [[context, {}]], [[context, {}]]
-        control = control_mod.XPortraitMotionControl(self.pose, self.local, control_mod.MotionHints(*hints), *strengths)
+        if not isinstance(hints, control_mod.MotionHints):
+            hints = control_mod.MotionHints(*hints)
+        control = control_mod.XPortraitMotionControl(self.pose, self.local, hints, *strengths)
         return [[context, {"control": control}]], [[context, {"control": control}]]
 
     def sigma(self, t: int) -> torch.Tensor:

@@ -96,12 +96,16 @@ class ComfyServer:
         with urllib.request.urlopen(f"{self.base}/view?{q}", timeout=30) as r:
             return r.read()
 
-    def run(self, prompt: dict, timeout: float = 600.0, on_event=None) -> dict:
-        """Queue a prompt, follow progress on the websocket, return its /history entry plus events."""
+    def run(self, prompt: dict, timeout: float = 600.0, on_event=None, extra_data: dict | None = None) -> dict:
+        """Queue a prompt, follow progress on the websocket, return its /history entry plus events
+        (binary websocket messages, i.e. preview images, appear as {"type": "binary", "bytes": n})."""
         client_id = str(uuid.uuid4())
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=timeout)
         try:
-            status, body = self.post_json("/prompt", {"prompt": prompt, "client_id": client_id})
+            request = {"prompt": prompt, "client_id": client_id}
+            if extra_data:
+                request["extra_data"] = extra_data
+            status, body = self.post_json("/prompt", request)
             if status != 200:
                 return {"rejected": body, "events": []}
             prompt_id = body["prompt_id"]
@@ -109,6 +113,7 @@ class ComfyServer:
             while True:
                 message = ws.recv()
                 if not isinstance(message, str):
+                    events.append({"type": "binary", "bytes": len(message)})
                     continue
                 event = json.loads(message)
                 events.append(event)

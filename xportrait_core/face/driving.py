@@ -59,8 +59,7 @@ class DrivingEncoding:
     """What the sampler needs from the driving clip, plus what the user may want to inspect."""
 
     aligned: torch.Tensor            # [N,S,S,3] in [0,1]
-    global_hint: torch.Tensor        # [N,3,S,S] in [-1,1]
-    local_hint: torch.Tensor         # [N,3,S,S] in [-1,1], -1 outside the eye/mouth windows
+    centres: np.ndarray | None       # [N,3,2] eye/mouth window centres (pixels), None = no face anywhere
     best_frame: int | None
     affine: np.ndarray | None        # [2,3] in output pixels, None = resize only
     interpolated: np.ndarray         # [N] frames whose landmarks were filled in
@@ -69,6 +68,31 @@ class DrivingEncoding:
     @property
     def frames(self) -> int:
         return self.aligned.shape[0]
+
+    # The hints are built on request from the aligned frames and the window centres (see
+    # hint_rows): a clip keeps one float copy of its frames, not three.
+    @property
+    def global_hint(self) -> torch.Tensor:
+        """[N,3,S,S] in [-1,1]: the aligned frames."""
+        return global_hint_rows(self.aligned)
+
+    @property
+    def local_hint(self) -> torch.Tensor:
+        """[N,3,S,S] in [-1,1], -1 outside the eye/mouth windows."""
+        return local_hint_rows(self.aligned, self.centres)
+
+
+def global_hint_rows(aligned: torch.Tensor) -> torch.Tensor:
+    """The motion ControlNet's hint of the given aligned frames [k,S,S,3]: [k,3,S,S] in [-1,1]."""
+    return aligned.permute(0, 3, 1, 2) * 2 - 1
+
+
+def local_hint_rows(aligned: torch.Tensor, centres: np.ndarray | None) -> torch.Tensor:
+    """The local ControlNet's hint of the given aligned frames and their window centres."""
+    if centres is None:
+        return torch.full((aligned.shape[0], 3, *aligned.shape[1:3]), -1.0, dtype=aligned.dtype,
+                          device=aligned.device)
+    return local_patch_hint(aligned, centres)
 
 
 def encode_driving(frames: torch.Tensor, driving: FaceLandmarks, source: FaceLandmarks | None,
@@ -105,15 +129,12 @@ def encode_driving(frames: torch.Tensor, driving: FaceLandmarks, source: FaceLan
     index, affine = choose_alignment(source_points, points, driving.found if points is not None else None,
                                      best_frame, scale=size / grid)
     aligned = warp_frames(frames, affine, size, backend).to(frames.device)
-    global_hint = aligned.permute(0, 3, 1, 2) * 2 - 1
-    if points is None:
-        local = torch.full_like(global_hint, -1.0)
-    else:
+    centres = None
+    if points is not None:
         aligned_points = points
         if affine is not None:
             grid_affine = np.array(affine, dtype=np.float64)
             grid_affine[:, 2] /= size / grid
             aligned_points = points @ grid_affine[:, :2].T.astype(np.float32) + grid_affine[:, 2].astype(np.float32)
-        centres = patch_centres(aligned_points, target_res=size, landmark_res=grid)
-        local = local_patch_hint(aligned, centres)
-    return DrivingEncoding(aligned, global_hint, local, index, affine, interpolated, warnings)
+        centres = np.asarray(patch_centres(aligned_points, target_res=size, landmark_res=grid), dtype=np.int64)
+    return DrivingEncoding(aligned, centres, index, affine, interpolated, warnings)
