@@ -39,8 +39,9 @@ class MotionHints:
     """The driving clip's hints for the two ControlNets, in [-1, 1], built per frame on request.
 
     Kept compactly between nodes, so a long clip does not hold extra float copies of itself:
-    - from Encode Driving: the aligned frames [N,S,S,3] (the very tensor of its aligned_frames
-      output) and the eye/mouth window centres [N,3,2];
+    - from Encode Driving: its DrivingEncoding (the driving frames as given, the alignment and
+      the eye/mouth window centres), aligned and turned into hints per window;
+    - from aligned frames [N,S,S,3] and window centres [N,3,2];
     - from hint images: the two IMAGE batches as given;
     - explicit hint tensors [N,3,H,W] (the parity fixture, scripts).
     Each hint frame is computed from its source with the same float operations as a whole-clip
@@ -54,10 +55,15 @@ class MotionHints:
                     raise ValueError(f"X-Portrait {name}: expected [frames, 3, H, W], got {list(hint.shape)}")
             _source = ("tensors", global_hint, local_hint)
         first, second = _source[1], _source[2]
-        if second is not None and first.shape[0] != second.shape[0]:
+        if isinstance(second, torch.Tensor) and first.shape[0] != second.shape[0]:
             raise ValueError(f"X-Portrait hints: {first.shape[0]} global frames but {second.shape[0]} "
                              "local frames; encode both from the same driving clip")
         self._source = _source
+
+    @classmethod
+    def from_encoding(cls, encoding) -> "MotionHints":
+        """Encode Driving's result (xportrait_core.face.driving.DrivingEncoding)."""
+        return cls(None, None, ("encoding", encoding.source, encoding))
 
     @classmethod
     def from_aligned(cls, aligned: torch.Tensor, centres) -> "MotionHints":
@@ -77,6 +83,8 @@ class MotionHints:
         """Hint ``which`` (0 global, 1 local) of ``frames`` (indices): float [k,3,H,W] in [-1,1]."""
         kind, first, second = self._source
         index = torch.as_tensor(frames, dtype=torch.long, device=first.device)
+        if kind == "encoding":
+            return second.hint_rows(which, index)
         if kind == "tensors":
             return (first, second)[which][index]
         if kind == "images":
@@ -85,6 +93,10 @@ class MotionHints:
         if which == 0:
             return global_hint_rows(aligned)
         return local_hint_rows(aligned, None if second is None else second[index.cpu().numpy()])
+
+    def preview_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """IMAGE batches [N,S,S,3] in [0,1] of both hints (what the ControlNets are shown)."""
+        return tuple((self.rows(which, range(self.frames)).movedim(1, -1) + 1) / 2 for which in (0, 1))
 
     @property
     def global_hint(self) -> torch.Tensor:

@@ -107,11 +107,8 @@ class EncodeDriving(io.ComfyNode):
                                tooltip="Frame rate of the driving video; passed through for the video writer."),
             ],
             outputs=[Driving.Output(display_name="driving", tooltip="The encoded driving clip: connect to Motion "
-                                    "Control and Start Latent."),
-                     io.Image.Output(display_name="aligned_frames", tooltip="Driving frames aligned to the portrait "
-                                     "(the motion ControlNet's input), for checking the alignment."),
-                     io.Image.Output(display_name="local_hints", tooltip="The eye/mouth hint images (the local "
-                                     "ControlNet's input)."),
+                                    "Control and Start Latent. X-Portrait Driving Preview shows its aligned frames "
+                                    "and hints."),
                      io.Float.Output(display_name="fps", tooltip="The driving clip's frame rate, passed through "
                                      "for the video writer.")])
 
@@ -122,10 +119,30 @@ class EncodeDriving(io.ComfyNode):
                                   best_frame=best_frame, smoothing=landmark_smoothing)
         for warning in encoding.warnings:
             log.warning("X-Portrait Encode Driving: %s", warning)
-        hints = MotionHints.from_aligned(encoding.aligned, encoding.centres)
-        local_preview = (hints.local_hint.permute(0, 2, 3, 1) + 1) / 2
+        # Nothing per frame is computed here: the frames are aligned and turned into hints per
+        # window while sampling, so a long clip costs no extra copies of itself.
         shown = ui.PreviewText("\n".join(encoding.warnings)) if encoding.warnings else None
-        return io.NodeOutput(hints, encoding.aligned, local_preview, float(fps), ui=shown)
+        return io.NodeOutput(MotionHints.from_encoding(encoding), float(fps), ui=shown)
+
+
+class DrivingPreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitDrivingPreview", display_name="X-Portrait Driving Preview", category=CATEGORY,
+            description="What the motion ControlNets are shown: the driving frames aligned to the portrait and the "
+                        "eye/mouth hint images. For checking the alignment; leave it out of long runs, where each "
+                        "output holds a full copy of the clip.",
+            inputs=[Driving.Input("driving", tooltip="From X-Portrait Encode Driving (or Driving From Hint Images).")],
+            outputs=[io.Image.Output(display_name="aligned_frames", tooltip="Driving frames aligned to the portrait "
+                                     "(the motion ControlNet's input)."),
+                     io.Image.Output(display_name="local_hints", tooltip="The eye/mouth hint images (the local "
+                                     "ControlNet's input): black outside the three patches.")])
+
+    @classmethod
+    def execute(cls, driving) -> io.NodeOutput:
+        aligned, local = driving.preview_images()
+        return io.NodeOutput(aligned, local)
 
 
 class CropFace(io.ComfyNode):
@@ -184,4 +201,4 @@ class PasteBack(io.ComfyNode):
         return io.NodeOutput(images, mask[None])
 
 
-DRIVING_NODES = [DetectLandmarks, LoadLandmarks, EncodeDriving, CropFace, PasteBack]
+DRIVING_NODES = [DetectLandmarks, LoadLandmarks, EncodeDriving, DrivingPreview, CropFace, PasteBack]

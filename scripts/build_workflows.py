@@ -48,7 +48,7 @@ EXAMPLE = {
     "18": ("VAEDecode", {"samples": ["17", 0], "vae": ["8", 1]}),
     "19": ("XPortraitPasteBack", {"portrait": ["1", 0], "frames": ["18", 0], "crop": ["6", 1], "feather": 24}),
     "20": ("SaveWEBM", {"images": ["19", 0], "filename_prefix": "xportrait/xportrait", "codec": "vp9",
-                        "fps": ["7", 3], "crf": 24.0}),
+                        "fps": ["7", 1], "crf": 24.0}),
 }
 
 

@@ -45,13 +45,20 @@ def test_encode_driving_with_blank_frames_runs_through(comfy, sample):
         driving_frames=frames, driving_landmarks=_landmarks(sample["driving_points"], found, (512, 512)),
         source_landmarks=_landmarks(sample["source_points"], [True], (512, 512)), best_frame=-1,
         landmark_smoothing=1.0, size=512, fps=12000 / 1001)
-    driving, aligned, local, fps = out.result
+    driving, fps = out.result
     assert out.ui is not None and "2" in out.ui.as_dict()["text"][0], "the missing frames should show on the node"
+    aligned, local = comfy.node_class("XPortraitDrivingPreview").execute(driving=driving).result
     assert driving.frames == 8 and aligned.shape == (8, 512, 512, 3) and local.shape == (8, 512, 512, 3)
+    assert torch.equal(local * 2 - 1, driving.local_hint.movedim(1, -1))
     assert torch.isfinite(driving.global_hint).all() and torch.isfinite(driving.local_hint).all()
     assert fps == pytest.approx(11.988, abs=1e-3)
     windows = (driving.local_hint[[0, 5]] > -1).flatten(1).sum(1)
     assert (windows > 0).all(), "frames with a face get eye/mouth windows"
+    # Nothing per frame is stored: hints are rebuilt per window from the frames as given.
+    assert driving._source[2].source.data_ptr() == frames.data_ptr()
+    rows = [1, 6, 7]
+    assert torch.equal(driving.rows(0, rows), driving.global_hint[rows])
+    assert torch.equal(driving.rows(1, rows), driving.local_hint[rows])
 
 
 def test_one_frame_driver_and_no_face_at_all(comfy, sample):

@@ -56,9 +56,15 @@ class FaceLandmarks:
 
 @dataclass
 class DrivingEncoding:
-    """What the sampler needs from the driving clip, plus what the user may want to inspect."""
+    """What the sampler needs from the driving clip, plus what the user may want to inspect.
 
-    aligned: torch.Tensor            # [N,S,S,3] in [0,1]
+    Kept compact for long clips: the driving frames as given (not copied), the alignment and the
+    eye/mouth window centres. Aligned frames and hints are computed on request, per frame or for
+    the whole clip, with the same operations either way (see aligned_rows / hint_rows)."""
+
+    source: torch.Tensor             # [N,H,W,3] in [0,1], the driving frames as given
+    size: int                        # side of the aligned frames
+    backend: str                     # warp backend ("cv2" official, "torch")
     centres: np.ndarray | None       # [N,3,2] eye/mouth window centres (pixels), None = no face anywhere
     best_frame: int | None
     affine: np.ndarray | None        # [2,3] in output pixels, None = resize only
@@ -67,19 +73,38 @@ class DrivingEncoding:
 
     @property
     def frames(self) -> int:
-        return self.aligned.shape[0]
+        return self.source.shape[0]
 
-    # The hints are built on request from the aligned frames and the window centres (see
-    # hint_rows): a clip keeps one float copy of its frames, not three.
+    def aligned_rows(self, index) -> torch.Tensor:
+        """Aligned frames [k,S,S,3] in [0,1] of the driving frames ``index`` (indices or a slice)."""
+        if isinstance(index, torch.Tensor):
+            index = index.to(self.source.device)
+        return warp_frames(self.source[index], self.affine, self.size, self.backend).to(self.source.device)
+
+    def hint_rows(self, which: int, index) -> torch.Tensor:
+        """Hint ``which`` (0 global, 1 local) of the frames ``index``: [k,3,S,S] in [-1,1]."""
+        aligned = self.aligned_rows(index)
+        if which == 0:
+            return global_hint_rows(aligned)
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        centres = None if self.centres is None else self.centres[np.arange(self.frames)[index]]
+        return local_hint_rows(aligned, centres)
+
+    @property
+    def aligned(self) -> torch.Tensor:
+        """[N,S,S,3] in [0,1]."""
+        return self.aligned_rows(slice(None))
+
     @property
     def global_hint(self) -> torch.Tensor:
         """[N,3,S,S] in [-1,1]: the aligned frames."""
-        return global_hint_rows(self.aligned)
+        return self.hint_rows(0, slice(None))
 
     @property
     def local_hint(self) -> torch.Tensor:
         """[N,3,S,S] in [-1,1], -1 outside the eye/mouth windows."""
-        return local_hint_rows(self.aligned, self.centres)
+        return self.hint_rows(1, slice(None))
 
 
 def global_hint_rows(aligned: torch.Tensor) -> torch.Tensor:
@@ -128,7 +153,6 @@ def encode_driving(frames: torch.Tensor, driving: FaceLandmarks, source: FaceLan
 
     index, affine = choose_alignment(source_points, points, driving.found if points is not None else None,
                                      best_frame, scale=size / grid)
-    aligned = warp_frames(frames, affine, size, backend).to(frames.device)
     centres = None
     if points is not None:
         aligned_points = points
@@ -137,4 +161,4 @@ def encode_driving(frames: torch.Tensor, driving: FaceLandmarks, source: FaceLan
             grid_affine[:, 2] /= size / grid
             aligned_points = points @ grid_affine[:, :2].T.astype(np.float32) + grid_affine[:, 2].astype(np.float32)
         centres = np.asarray(patch_centres(aligned_points, target_res=size, landmark_res=grid), dtype=np.int64)
-    return DrivingEncoding(aligned, centres, index, affine, interpolated, warnings)
+    return DrivingEncoding(frames, size, backend, centres, index, affine, interpolated, warnings)
