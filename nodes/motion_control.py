@@ -12,14 +12,12 @@ frame and call (see `xportrait_core.residual_reuse`).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 import comfy.controlnet
 import comfy.model_patcher
 import comfy.utils
 
-from ..xportrait_core.face.driving import global_hint_rows, local_hint_rows
 from ..xportrait_core.reference_bank import chunk_runs, position_runs, take_rows
 from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_after
 
@@ -41,7 +39,6 @@ class MotionHints:
     Kept compactly between nodes, so a long clip does not hold extra float copies of itself:
     - from Encode Driving: its DrivingEncoding (the driving frames as given, the alignment and
       the eye/mouth window centres), aligned and turned into hints per window;
-    - from aligned frames [N,S,S,3] and window centres [N,3,2];
     - from hint images: the two IMAGE batches as given;
     - explicit hint tensors [N,3,H,W] (the parity fixture, scripts).
     Each hint frame is computed from its source with the same float operations as a whole-clip
@@ -66,11 +63,6 @@ class MotionHints:
         return cls(None, None, ("encoding", encoding.source, encoding))
 
     @classmethod
-    def from_aligned(cls, aligned: torch.Tensor, centres) -> "MotionHints":
-        """Encode Driving's result: aligned frames [N,S,S,3] in [0,1], window centres [N,3,2] or None."""
-        return cls(None, None, ("aligned", aligned, None if centres is None else np.asarray(centres)))
-
-    @classmethod
     def from_images(cls, aligned: torch.Tensor, local: torch.Tensor) -> "MotionHints":
         """Hint images [N,H,W,C] in [0,1]: aligned frames and eye/mouth hint images."""
         return cls(None, None, ("images", aligned, local))
@@ -87,12 +79,7 @@ class MotionHints:
             return second.hint_rows(which, index)
         if kind == "tensors":
             return (first, second)[which][index]
-        if kind == "images":
-            return (first, second)[which][index][..., :3].movedim(-1, 1).float() * 2.0 - 1.0
-        aligned = first[index]
-        if which == 0:
-            return global_hint_rows(aligned)
-        return local_hint_rows(aligned, None if second is None else second[index.cpu().numpy()])
+        return (first, second)[which][index][..., :3].movedim(-1, 1).float() * 2.0 - 1.0  # "images"
 
     def preview_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         """IMAGE batches [N,S,S,3] in [0,1] of both hints (what the ControlNets are shown)."""

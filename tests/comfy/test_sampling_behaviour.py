@@ -1,6 +1,7 @@
 """How X-Portrait sampling behaves inside ComfyUI: cleanup, clip lengths, seeds, batching, cost."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,17 +108,20 @@ def test_cond_and_uncond_share_one_call_and_the_bank_is_computed_once_per_step(r
 
 
 def test_long_clip_hints_from_compact_storage_equal_float_hints(rig, inp):
-    """A few hundred frames: hints kept as aligned frames + window centres and built per window
-    (the long-clip path, nothing cached on the device) give exactly the whole-clip float result."""
+    """A few hundred frames: hints kept as Encode Driving keeps them (the frames as given, window
+    centres) and built per window (the long-clip path, nothing cached on the device) give exactly
+    the whole-clip float result."""
     control = pack_module("nodes.motion_control")
     driving = pack_module("xportrait_core.face.driving")
     frames = 240
     g = torch.Generator().manual_seed(11)
     size = inp["hint"].shape[-1]
-    aligned = torch.rand(frames, size, size, 3, generator=g)
+    source = torch.rand(frames, size, size, 3, generator=g)
     centres = torch.randint(0, size, (frames, 3, 2), generator=g).numpy()
-    compact = control.MotionHints.from_aligned(aligned, centres)
-    explicit = control.MotionHints(driving.global_hint_rows(aligned), driving.local_hint_rows(aligned, centres))
+    encoding = driving.DrivingEncoding(source, size, "cv2", centres, None, None, np.zeros(frames, bool))
+    compact = control.MotionHints.from_encoding(encoding)
+    explicit = control.MotionHints(driving.global_hint_rows(encoding.aligned),
+                                   driving.local_hint_rows(encoding.aligned, centres))
     assert torch.equal(compact.local_hint, explicit.local_hint)
     x = torch.randn(frames, inp["x_t"].shape[1], *inp["x_t"].shape[-2:], generator=g)
     results = []

@@ -54,6 +54,10 @@ class FaceLandmarks:
         return self.points * np.array([grid / w, grid / h], dtype=np.float32)
 
 
+#: Largest request whose aligned frames are kept for the next one (a window and a bit).
+WINDOW_MEMO_FRAMES = 32
+
+
 @dataclass
 class DrivingEncoding:
     """What the sampler needs from the driving clip, plus what the user may want to inspect.
@@ -70,6 +74,9 @@ class DrivingEncoding:
     affine: np.ndarray | None        # [2,3] in output pixels, None = resize only
     interpolated: np.ndarray         # [N] frames whose landmarks were filled in
     warnings: list[str] = field(default_factory=list)
+    # The last window's aligned frames: both hints of a window are asked for one after the
+    # other. Whole-clip requests are not kept (they would hold a float copy of the clip).
+    _last: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def frames(self) -> int:
@@ -79,7 +86,13 @@ class DrivingEncoding:
         """Aligned frames [k,S,S,3] in [0,1] of the driving frames ``index`` (indices or a slice)."""
         if isinstance(index, torch.Tensor):
             index = index.to(self.source.device)
-        return warp_frames(self.source[index], self.affine, self.size, self.backend).to(self.source.device)
+        key = None if isinstance(index, slice) else tuple(np.asarray(index).tolist())
+        if key is not None and self._last is not None and self._last[0] == key:
+            return self._last[1]
+        aligned = warp_frames(self.source[index], self.affine, self.size, self.backend).to(self.source.device)
+        if key is not None and len(key) <= WINDOW_MEMO_FRAMES:
+            self._last = (key, aligned)
+        return aligned
 
     def hint_rows(self, which: int, index) -> torch.Tensor:
         """Hint ``which`` (0 global, 1 local) of the frames ``index``: [k,3,S,S] in [-1,1]."""
