@@ -1,0 +1,129 @@
+"""Peak host memory (RSS) and time per frame of the example graph on long clips, tiny weights.
+
+The example graph's nodes, with the sample portrait and the sample driving video repeated to N
+frames (its 68-point landmarks repeated alongside, read by Load X-Portrait Landmarks instead of
+detected, to keep the run short), 512x512, one ddim step, VAE decode, Preview Image. Each clip
+length runs in its own process (peak RSS only grows), in-process through ComfyUI's executor on
+the CPU, or the GPU with --gpu (on the CPU, ComfyUI's attention at 512x512 - 4,096 tokens
+against an 8,192-token reference bank - takes about 15 s per frame on two cores, and its score
+matrices dominate the peak). Prints, per N: peak RSS, the IMAGE batches ComfyUI holds anyway (the repeated input
+and the decoded output, at N frames of 512x512x3 float32 each), the rest ("pack and other"), and
+seconds per frame.
+
+    python bench/long_clip_memory.py [--frames 250 500 1000 1500] [--gpu]     (needs ../shared)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def rss_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def child(frames: int, gpu: bool) -> None:
+    from harness.inprocess import InProcessComfy
+    from harness.paths import SHARED
+    from harness.tiny_models import PARITY_MODEL, populate_model_dir
+
+    work = Path(tempfile.mkdtemp())
+    model_dir = populate_model_dir(work / "models" / "xportrait")
+    comfy = InProcessComfy({"xportrait": str(model_dir)}, str(work / "output"), cpu=not gpu)
+    import folder_paths
+    from comfy_execution.graph_utils import GraphBuilder
+
+    assets = SHARED / "assets"
+    inputs = Path(folder_paths.get_input_directory())
+    inputs.mkdir(parents=True, exist_ok=True)
+    for name in ("driving_video.mp4", "source_image.png"):
+        shutil.copy(assets / name, inputs / name)
+    marks = json.loads((assets / "landmarks.json").read_text())
+    recorded = [f["lmk68"] if f["found"] else None for f in marks["driving"]["frames"]]
+    (inputs / "bench_driving.json").write_text(json.dumps([recorded[i % len(recorded)] for i in range(frames)]))
+    (inputs / "bench_source.json").write_text(json.dumps([marks["source"]["lmk68"]]))
+
+    g = GraphBuilder(prefix="lc")
+    video = g.node("GetVideoComponents", video=g.node("LoadVideo", file="driving_video.mp4").out(0))
+    repeated = g.node("RepeatImageBatch", image=video.out(0), amount=math.ceil(frames / len(recorded)))
+    driving_frames = g.node("ImageFromBatch", image=repeated.out(0), batch_index=0, length=frames)
+    portrait = g.node("LoadImage", image="source_image.png")
+    drive_marks = g.node("XPortraitLoadLandmarks", images=driving_frames.out(0), landmarks_file="bench_driving.json",
+                         entry="driving")
+    source_marks = g.node("XPortraitLoadLandmarks", images=portrait.out(0), landmarks_file="bench_source.json",
+                          entry="driving")
+    driving = g.node("XPortraitEncodeDriving", driving_frames=driving_frames.out(0), driving_landmarks=drive_marks.out(0),
+                     source_landmarks=source_marks.out(0), best_frame=-1, landmark_smoothing=0.0, size=512, fps=12.0)
+    load = {k: g.node(k, model_file=PARITY_MODEL, weight_dtype="fp32") for k in (
+        "XPortraitLoadBaseModel", "XPortraitLoadTemporalModules", "XPortraitLoadReferenceNet",
+        "XPortraitLoadMotionControlNet", "XPortraitLoadLocalControlNet")}
+    base = load["XPortraitLoadBaseModel"]
+    text = g.node("XPortraitEmptyPrompt", model_file=PARITY_MODEL)
+    applied = g.node("XPortraitApply", model=base.out(0), temporal_modules=load["XPortraitLoadTemporalModules"].out(0),
+                     reference_net=load["XPortraitLoadReferenceNet"].out(0), vae=base.out(1),
+                     reference_image=portrait.out(0), reference_strength=1.0, window_mode="official",
+                     window_length=16, window_overlap=4)
+    control = g.node("XPortraitMotionControl", positive=text.out(0), negative=text.out(0),
+                     motion_controlnet=load["XPortraitLoadMotionControlNet"].out(0),
+                     local_controlnet=load["XPortraitLoadLocalControlNet"].out(0), driving=driving.out(0),
+                     motion_strength=1.0, local_strength=1.0, start_percent=0.0, end_percent=1.0)
+    start = g.node("XPortraitStartLatent", vae=base.out(1), source_image=portrait.out(0), driving=driving.out(0))
+    sampled = g.node("KSampler", model=applied.out(0), seed=0, steps=1, cfg=5.0, sampler_name="ddim",
+                     scheduler="ddim_uniform", positive=control.out(0), negative=control.out(1),
+                     latent_image=start.out(0), denoise=1.0)
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampled.out(0), vae=base.out(1)).out(0))
+
+    before = rss_gib()
+    t0 = time.perf_counter()
+    result = comfy.run(g.finalize())
+    seconds = time.perf_counter() - t0
+    if not result.success:
+        raise SystemExit(result.error_text())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    batch = frames * 512 * 512 * 3 * 4 / 2**30
+    repeated_frames = math.ceil(frames / len(recorded)) * len(recorded)
+    held = batch * (repeated_frames / frames) + batch + batch  # repeated input, cut input, decoded output
+    print(json.dumps({"frames": frames, "rss_before": before, "peak": peak, "image_batch": batch,
+                      "comfyui_images": held, "rest": peak - before - held, "s_per_frame": seconds / frames}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", type=int, nargs="+", default=[250, 500, 1000, 1500])
+    ap.add_argument("--gpu", action="store_true", help="sample on the GPU (host RSS is still what is measured)")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.gpu)
+        return
+    print(f"\n{time.strftime('%Y-%m-%d')}, {'GPU' if args.gpu else 'CPU'}, tiny weights, 512x512, 1 ddim step, official 16/4 windows\n")
+    print("| frames | peak RSS GiB | one IMAGE batch GiB | IMAGE batches ComfyUI holds GiB | rest GiB (pack, "
+          "models, ComfyUI) | rest / IMAGE batch | s/frame |\n|---|---|---|---|---|---|---|")
+    for n in args.frames:
+        out = subprocess.run([sys.executable, __file__, "--child", str(n)] + (["--gpu"] if args.gpu else []),
+                             capture_output=True, text=True)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+        if line is None:
+            print(f"| {n} | failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]} | | | | | |")
+            continue
+        r = json.loads(line)
+        print(f"| {n} | {r['peak']:.2f} | {r['image_batch']:.2f} | {r['comfyui_images']:.2f} | {r['rest']:.2f} | "
+              f"{r['rest'] / r['image_batch']:.2f} | {r['s_per_frame']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
