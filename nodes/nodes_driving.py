@@ -40,13 +40,12 @@ class LoadLandmarks(io.ComfyNode):
                                tooltip="Which entry of a {'source':..., 'driving':...} file to read."),
             ],
             outputs=[Landmarks.Output(display_name="landmarks", tooltip="68 points per frame, with the frames "
-                                      "where no face was found flagged."),
-                     io.Image.Output(display_name="preview", tooltip="The images with the found points drawn.")])
+                                      "where no face was found flagged. X-Portrait Landmark Preview draws them.")])
 
     @classmethod
     def execute(cls, images, landmarks_file, entry) -> io.NodeOutput:
         landmarks = read_landmarks_json(landmarks_file, entry, tuple(images.shape[1:3]), images.shape[0])
-        return io.NodeOutput(landmarks, draw_landmarks(images, landmarks))
+        return io.NodeOutput(landmarks)
 
 
 class DetectLandmarks(io.ComfyNode):
@@ -69,8 +68,7 @@ class DetectLandmarks(io.ComfyNode):
                                          "models/xportrait/face/. Off: fail with the file names and URLs."),
             ],
             outputs=[Landmarks.Output(display_name="landmarks", tooltip="68 points per frame, with the frames "
-                                      "where no face was found flagged."),
-                     io.Image.Output(display_name="preview", tooltip="The images with the found points drawn.")])
+                                      "where no face was found flagged. X-Portrait Landmark Preview draws them.")])
 
     @classmethod
     def execute(cls, images, face, official_256, download_weights) -> io.NodeOutput:
@@ -78,11 +76,31 @@ class DetectLandmarks(io.ComfyNode):
         landmarks = detect_landmarks(images, choice, official_256, download_weights)
         missing = np.flatnonzero(~landmarks.found).tolist()
         if not missing:
-            return io.NodeOutput(landmarks, draw_landmarks(images, landmarks))
+            return io.NodeOutput(landmarks)
         note = (f"No face in {len(missing)} of {len(images)} frames ({_frame_list(missing)}); their landmarks are "
                 "filled in from the neighbouring frames by Encode Driving.")
         log.warning("X-Portrait Detect Landmarks: %s", note)
-        return io.NodeOutput(landmarks, draw_landmarks(images, landmarks), ui=ui.PreviewText(note))
+        return io.NodeOutput(landmarks, ui=ui.PreviewText(note))
+
+
+class LandmarkPreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XPortraitLandmarkPreview", display_name="X-Portrait Landmark Preview", category=CATEGORY,
+            description="Draws landmarks on their images, to check detection. Its output is a full copy of the "
+                        "images: leave it out of long runs.",
+            inputs=[io.Image.Input("images", tooltip="The images the landmarks belong to."),
+                    Landmarks.Input("landmarks", tooltip="From Detect Landmarks or Load Landmarks.")],
+            outputs=[io.Image.Output(display_name="preview", tooltip="The images with the found points drawn in "
+                                     "green; frames without a face are left plain.")])
+
+    @classmethod
+    def execute(cls, images, landmarks) -> io.NodeOutput:
+        if len(landmarks) != images.shape[0]:
+            raise ValueError(f"X-Portrait Landmark Preview: {len(landmarks)} frames of landmarks for "
+                             f"{images.shape[0]} images; connect the images the landmarks were found on")
+        return io.NodeOutput(draw_landmarks(images, landmarks))
 
 
 class EncodeDriving(io.ComfyNode):
@@ -201,4 +219,4 @@ class PasteBack(io.ComfyNode):
         return io.NodeOutput(images, mask[None])
 
 
-DRIVING_NODES = [DetectLandmarks, LoadLandmarks, EncodeDriving, DrivingPreview, CropFace, PasteBack]
+DRIVING_NODES = [DetectLandmarks, LoadLandmarks, LandmarkPreview, EncodeDriving, DrivingPreview, CropFace, PasteBack]

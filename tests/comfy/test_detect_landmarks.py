@@ -11,7 +11,8 @@ def _graph(download: bool, frames: int = 2):
     images = g.node("EmptyImage", width=96, height=80, batch_size=frames, color=0x907060)
     detect = g.node("XPortraitDetectLandmarks", images=images.out(0), face="strongest", official_256=True,
                     download_weights=download)
-    preview = g.node("PreviewImage", images=detect.out(1))
+    drawn = g.node("XPortraitLandmarkPreview", images=images.out(0), landmarks=detect.out(0))
+    preview = g.node("PreviewImage", images=drawn.out(0))
     return g.finalize(), preview.id
 
 

@@ -58,7 +58,8 @@ def test_http_prompt_with_an_outside_path_is_rejected(comfy_server):
     prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
               "2": {"class_type": "XPortraitLoadLandmarks",
                     "inputs": {"images": ["1", 0], "landmarks_file": "/etc/passwd", "entry": "driving"}},
-              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}}}
+              "3": {"class_type": "XPortraitLandmarkPreview", "inputs": {"images": ["1", 0], "landmarks": ["2", 0]}},
+              "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
     run = comfy_server.run(prompt)
     assert "rejected" in run, "ComfyUI accepted a landmark path outside its input folder"
     assert "root:" not in json.dumps(run["rejected"])

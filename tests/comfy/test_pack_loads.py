@@ -11,7 +11,7 @@ PACK_NODES = {
     "XPortraitLoadBaseModel", "XPortraitLoadTemporalModules", "XPortraitLoadReferenceNet",
     "XPortraitLoadMotionControlNet", "XPortraitLoadLocalControlNet", "XPortraitEmptyPrompt",
     "XPortraitApply", "XPortraitSpeedOptions", "XPortraitOfficialSigmas", "XPortraitOfficialStartLatent", "XPortraitMotionControl", "XPortraitDrivingFromImages", "XPortraitStartLatent",
-    "XPortraitDetectLandmarks", "XPortraitLoadLandmarks", "XPortraitEncodeDriving", "XPortraitDrivingPreview", "XPortraitCropFace", "XPortraitPasteBack",
+    "XPortraitDetectLandmarks", "XPortraitLoadLandmarks", "XPortraitLandmarkPreview", "XPortraitEncodeDriving", "XPortraitDrivingPreview", "XPortraitCropFace", "XPortraitPasteBack",
 }
 HOST_MODULES = {"comfy", "comfy_api", "comfy_execution", "comfy_extras", "folder_paths", "nodes", "execution",
                 "server", "latent_preview", "node_helpers"}
