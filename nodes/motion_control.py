@@ -83,7 +83,11 @@ class MotionHints:
 
     def preview_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         """IMAGE batches [N,S,S,3] in [0,1] of both hints (what the ControlNets are shown)."""
-        return tuple((self.rows(which, range(self.frames)).movedim(1, -1) + 1) / 2 for which in (0, 1))
+        kind, _, encoding = self._source
+        every = range(self.frames)
+        # From Encode Driving, both hints come from one alignment of the clip.
+        both = encoding.hints(every) if kind == "encoding" else (self.rows(0, every), self.rows(1, every))
+        return tuple((hint.movedim(1, -1) + 1) / 2 for hint in both)
 
     @property
     def global_hint(self) -> torch.Tensor:

@@ -97,8 +97,14 @@ class DrivingEncoding:
     def hint_rows(self, which: int, index) -> torch.Tensor:
         """Hint ``which`` (0 global, 1 local) of the frames ``index``: [k,3,S,S] in [-1,1]."""
         aligned = self.aligned_rows(index)
-        if which == 0:
-            return global_hint_rows(aligned)
+        return global_hint_rows(aligned) if which == 0 else self._local_rows(aligned, index)
+
+    def hints(self, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both hints of the frames ``index``, aligning the frames once (whole-clip requests included)."""
+        aligned = self.aligned_rows(index)
+        return global_hint_rows(aligned), self._local_rows(aligned, index)
+
+    def _local_rows(self, aligned: torch.Tensor, index) -> torch.Tensor:
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
         centres = None if self.centres is None else self.centres[np.arange(self.frames)[index]]
