@@ -43,6 +43,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--comfyui", required=True)
     ap.add_argument("--mode", default=None, help="torch.compile mode (default: inductor's default)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="activations and conv weights in channels_last (NHWC) memory format")
     args = ap.parse_args()
     sys.path.insert(0, args.comfyui)
     import comfy.options
@@ -71,8 +73,14 @@ def main() -> None:
     cases.append(("SpatialTransformer 320 ch 64x64", lambda m, x_, c: m(x_, context=c),
                   st, (torch.randn(rows, 320, 64, 64, device="cuda", dtype=dt), context)))
 
+    if args.channels_last:
+        fmt = torch.channels_last
+        cases = [(name, call, module.to(memory_format=fmt),
+                  tuple(a.contiguous(memory_format=fmt) if a.ndim == 4 else a for a in inputs))
+                 for name, call, module, inputs in cases]
     print(f"\n{time.strftime('%Y-%m-%d')} {torch.cuda.get_device_name()} torch {torch.__version__}, fp16, "
-          f"{rows} rows, compile mode {args.mode or 'default'}\n")
+          f"{rows} rows, compile mode {args.mode or 'default'}, "
+          f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'}\n")
     print("| block | eager ms | compiled ms | speed-up | compile s | rel. L2 |\n|---|---|---|---|---|---|")
     total_eager = total_compiled = 0.0
     with torch.inference_mode():

@@ -25,7 +25,11 @@ for phase in "$@"; do
     dynamic) $B --dynamic-vram ;;
     precision) (cd bench && python3 precision.py --comfyui "../$COMFY") ;;
     compile) python3 bench/block_compile.py --comfyui $COMFY ;;
-    compiled) $B --compile --warm-runs 1 ;;
+    compiled) $B --compile --warm-runs 1 --network-times ;;
+    compiled-profile) $B --compile --warm-runs 1 --profile ;;
+    compile-cl) python3 bench/block_compile.py --comfyui $COMFY --channels-last ;;
+    compile-autotune) python3 bench/block_compile.py --comfyui $COMFY --mode max-autotune-no-cudagraphs ;;
+    compiled-final) $B --compile --warm-runs 1 --network-times --check-levers compile_blocks,reuse_hint_features ;;
     compiled-check) $B --compile --steps 10 --check-levers ;;
     compiled-lcm) $B --compile --warm-runs 1 --steps 8 --cfg 1.0 --sampler lcm --scheduler sgm_uniform ;;
     compiled-long) $B --compile --steps 10 --frames 240 ;;

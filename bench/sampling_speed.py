@@ -82,6 +82,39 @@ def load_comfy(comfy_dir: str, cpu: bool, flags: list[str], reserve_vram: float 
     raise SystemExit("the pack did not load into ComfyUI")
 
 
+class NetworkTimer:
+    """GPU time of the networks the pack calls from Python (ControlNets, reference net), by CUDA
+    events around our own entry points; the rest of a step is the generation UNet + temporal
+    modules. Only with --profile: the bench patches its own classes, never ComfyUI's."""
+
+    def __init__(self):
+        self.events: dict[str, list] = {}
+
+    def wrap(self, owner, name: str, label: str) -> None:
+        plain = getattr(owner, name)
+        timer = self
+
+        def timed(*args, **kwargs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                return plain(*args, **kwargs)
+            finally:
+                end.record()
+                timer.events.setdefault(label, []).append((start, end))
+
+        setattr(owner, name, timed)
+
+    def rows(self, total_s: float, calls: int) -> list[tuple[str, str]]:
+        torch.cuda.synchronize()
+        out = []
+        for label, pairs in self.events.items():
+            ms = sum(a.elapsed_time(b) for a, b in pairs)
+            out.append((f"GPU time in {label} (ms per call, share)", f"{ms / calls:.1f} ({ms / 1000 / total_s:.0%}), "
+                        f"{len(pairs)} invocations"))
+        return out
+
+
 def random_weights(inventory: dict, dtype: torch.dtype, device: str) -> dict:
     """Fan-in-scaled random tensors for every key of a component (timing needs no trained values)."""
     g = torch.Generator(device=device).manual_seed(0)
@@ -107,11 +140,14 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny widths on CPU: a dry run of the script itself")
     ap.add_argument("--no-attention-kernels", action="store_true", help="speed lever off: torch/ComfyUI's kernels")
     ap.add_argument("--no-reuse-residuals", action="store_true", help="speed lever off: ControlNets per window")
+    ap.add_argument("--no-reuse-hint-features", action="store_true",
+                    help="speed lever off: the ControlNets' hint encoder in every step")
     ap.add_argument("--compile", action="store_true", help="speed lever on: compiled UNet blocks (off by default)")
     ap.add_argument("--warm-runs", type=int, default=0,
                     help="sampling runs before the timed one (compiling happens in the first)")
-    ap.add_argument("--check-levers", action="store_true",
-                    help="sample again with every lever off and print the final latents' difference")
+    ap.add_argument("--check-levers", nargs="?", const="all", default=None,
+                    help="sample again with each lever off (all, or comma-separated SpeedOptions fields) and "
+                         "print the final latents' difference")
     ap.add_argument("--dynamic-vram", action="store_true",
                     help="ComfyUI's DynamicVRAM (comfy-aimdo), as its main.py enables it on NVIDIA by default")
     ap.add_argument("--usable-gib", type=float, help="simulate a card of this size with a blocker process")
@@ -120,6 +156,8 @@ def main() -> None:
     ap.add_argument("--comfy-flag", action="append", default=[],
                     help="a boolean ComfyUI command-line flag to set, e.g. --comfy-flag=--lowvram")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of the sampling run")
+    ap.add_argument("--network-times", action="store_true",
+                    help="GPU time of the ControlNets and the reference net (CUDA events; also with --profile)")
     args = ap.parse_args()
 
     blocker = hold_gpu_except(args.usable_gib) if args.usable_gib else None
@@ -173,7 +211,8 @@ def run(args) -> None:
     context = torch.randn(1, 77, config.context_dim, generator=g)
     speed = speed_mod.SpeedOptions(attention_kernels=not args.no_attention_kernels,
                                    reuse_control_residuals=not args.no_reuse_residuals,
-                                   compile_blocks=args.compile)
+                                   compile_blocks=args.compile,
+                                   reuse_hint_features=not args.no_reuse_hint_features)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -203,6 +242,11 @@ def run(args) -> None:
         sync()
         warm_s.append(time.perf_counter() - t_warm)
     reset()
+    timer = None
+    if (args.profile or args.network_times) and cuda:
+        timer = NetworkTimer()
+        timer.wrap(control_mod.XPortraitMotionControl, "_residuals", "ControlNets")
+        timer.wrap(pack("nodes.reference_attention").ReferenceState, "_record", "reference net")
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if args.profile else None
     t_sample = time.perf_counter()
     if profiler:
@@ -221,24 +265,6 @@ def run(args) -> None:
     t_end = time.perf_counter()
     decode_peak = peak()
 
-    checks = []
-    if args.check_levers:
-        # Each lever must compute what the plain path computes (only rounding may differ).
-        def rel(a, b):
-            return f"{float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)):.2e}"
-
-        for label, off in (("attention kernels off", dict(attention_kernels=False)),
-                           ("residual reuse off", dict(reuse_control_residuals=False)),
-                           ("compiled blocks off", dict(compile_blocks=False)),
-                           ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
-                                                    compile_blocks=False))):
-            if off == dict(compile_blocks=False) and not speed.compile_blocks:
-                continue
-            options = speed_mod.SpeedOptions(**{**speed.__dict__, **off})
-            other = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
-                                          window.WindowOptions(args.window_mode, 16, 4), options)
-            checks.append((f"final latent rel. L2, levers on vs {label}", rel(samples, sample(other))))
-
     calls = args.steps + (1 if args.sampler == "ddim" else 0)
     plan = (windows_core.official_windows(n, 0) if args.window_mode == "official"
             else windows_core.sliding_windows(n) if args.window_mode == "sliding" else [list(range(n))])
@@ -254,7 +280,8 @@ def run(args) -> None:
                          f"cfg {args.cfg}, windows {args.window_mode} 16/4, {args.dtype}"),
             ("levers", f"attention kernels {'on' if speed.attention_kernels else 'off'}, "
                        f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}, "
-                       f"compiled blocks {'on' if speed.compile_blocks else 'off'}"),
+                       f"compiled blocks {'on' if speed.compile_blocks else 'off'}, "
+                       f"hint-feature reuse {'on' if speed.reuse_hint_features else 'off'}"),
             ("untimed warm-up runs (s)", ", ".join(f"{w:.1f}" for w in warm_s) or "-"),
             ("ComfyUI weight patcher", type(model).__name__),
             ("memory limits", f"usable {args.usable_gib} GiB (blocker), reserve-vram {args.reserve_vram}, "
@@ -271,11 +298,34 @@ def run(args) -> None:
             ("resident after sampling (GiB)", f"{resident:.2f}"),
             ("activations per row and latent pixel (bytes)", f"{per_row:.0f}"),
             ("peak GPU memory, VAE decode (GiB)", f"{decode_peak:.2f}"),
-            ("output finite", bool(torch.isfinite(images).all()))] + checks
+            ("output finite", bool(torch.isfinite(images).all()))]
+    if timer is not None:
+        rows += timer.rows(sampling_s, calls)
     width = max(len(k) for k, _ in rows)
     print("\n| metric | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k.ljust(width)} | {v} |")
+
+    if args.check_levers:
+        # Each lever must compute what the plain path computes (only rounding may differ).
+        def rel(a, b):
+            return f"{float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)):.2e}"
+
+        wanted = None if args.check_levers == "all" else set(args.check_levers.split(","))
+        for label, off in (("attention kernels off", dict(attention_kernels=False)),
+                           ("residual reuse off", dict(reuse_control_residuals=False)),
+                           ("compiled blocks off", dict(compile_blocks=False)),
+                           ("hint-feature reuse off", dict(reuse_hint_features=False)),
+                           ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
+                                                    compile_blocks=False, reuse_hint_features=False))):
+            if off == dict(compile_blocks=False) and not speed.compile_blocks:
+                continue
+            if wanted is not None and not wanted & set(off):
+                continue
+            options = speed_mod.SpeedOptions(**{**speed.__dict__, **off})
+            other = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
+                                          window.WindowOptions(args.window_mode, 16, 4), options)
+            print(f"| final latent rel. L2, levers on vs {label} | {rel(samples, sample(other))} |", flush=True)
 
 
 if __name__ == "__main__":

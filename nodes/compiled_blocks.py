@@ -1,26 +1,30 @@
-"""The compile lever: the UNet's blocks run as torch.compile (inductor) kernels while sampling.
+"""The compile lever: the networks' blocks run as torch.compile (inductor) kernels while sampling.
 
 A sampling step is GPU-bound, and a large part of its GPU time is memory traffic between
 small kernels: norms, SiLU/GELU, residual adds, the temporal modules' layout changes. Inductor
 fuses those into few kernels. Measured per block on an H200 (bench/block_compile.py, fp16,
 32 rows): temporal modules 1.4-1.9x, ResBlock 1.6x, SpatialTransformer 1.3x.
 
-Each ResBlock, SpatialTransformer, Up/Downsample and temporal module of the generation UNet is
-compiled on its own, not the UNet as a whole: the UNet's Python (patch dispatch, the reference
-bank's per-call cache) stays eager, and every block keeps its class, so ComfyUI's dispatch by
-`isinstance` still works. The compiled callables are installed for the duration of each model
-call by an APPLY_MODEL wrapper - the way ComfyUI's own TorchCompileModel swaps its compiled
-modules in - and removed in `finally`, so nothing compiled leaks into another use of the MODEL.
+Each ResBlock, SpatialTransformer, Up/Downsample and temporal module of the generation UNet,
+the reference net and the motion ControlNets (and the ControlNets' hint encoder) is compiled on
+its own, not a network as a whole: the networks' Python (patch dispatch, the reference bank's
+per-call cache) stays eager, and every block keeps its class, so ComfyUI's dispatch by
+`isinstance` still works. The compiled callables are installed around each network call - the
+UNet's by an APPLY_MODEL wrapper, the way ComfyUI's own TorchCompileModel swaps its compiled
+modules in; the ControlNets' and the reference net's by the code that calls them - and removed
+in `finally`, so nothing compiled leaks into another use of the MODEL.
 Guards are torch's own (no guard is skipped): a block whose inputs or options change shape or
 structure is recompiled, never reused wrongly.
 
-Only on CUDA with Triton, and only when every weight stays on the GPU (layers ComfyUI streams
-run their own casting Python). The first run compiles (tens of seconds); later runs reuse it.
+Only on CUDA with Triton, and only for a network whose weights all stay on the GPU (layers
+ComfyUI streams run their own casting Python). The first run compiles (minutes); later runs
+reuse it.
 """
 from __future__ import annotations
 
 import logging
 import weakref
+from contextlib import contextmanager
 
 import torch
 
@@ -53,7 +57,8 @@ def compile_available(device: torch.device) -> bool:
 
 
 def unet_blocks(unet: torch.nn.Module):
-    """The generation UNet's compiled blocks (temporal modules included once injected)."""
+    """A UNet's compiled blocks: the generation UNet's (temporal modules included once injected)
+    and the reference net's."""
     for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
         for layer in block:
             if isinstance(layer, COMPILED_TYPES):
@@ -70,22 +75,33 @@ def weights_resident(unet: torch.nn.Module, device: torch.device) -> bool:
     return True
 
 
-class CompiledBlocks:
-    """APPLY_MODEL wrapper: compiled block callables in place for one model call.
+class BlockCompiler:
+    """Compiled callables of blocks, installed around a network's forward and removed after.
 
     ``backend`` and ``available`` are torch.compile's backend and the device check; the tests
-    run the same mechanism on the CPU with torch's ``eager`` backend (dynamo's graphs, no
-    code generation)."""
+    run the same mechanism on the CPU with torch's ``eager`` backend (dynamo's graphs, no code
+    generation). One compiler serves every network of the pack: dynamo caches compiled code per
+    block class and shape, so the ControlNets reuse what the UNet's blocks compiled."""
 
     def __init__(self, backend: str = "inductor", available=compile_available):
         self.backend = backend
         self.available = available
         self._compiled: dict[int, tuple[weakref.ref, object]] = {}
-        self._resident: bool | None = None
+        self._resident: dict[int, bool] = {}
 
     def finish(self) -> None:
         """End of a run: weights may move before the next, so look again then."""
-        self._resident = None
+        self._resident.clear()
+
+    def applies(self, net: torch.nn.Module, device: torch.device) -> bool:
+        if not self.available(device):
+            return False
+        if id(net) not in self._resident:
+            self._resident[id(net)] = resident = weights_resident(net, device)
+            if not resident:
+                log.info("X-Portrait: compiled blocks off for %s in this run (ComfyUI streams its weights)",
+                         type(net).__name__)
+        return self._resident[id(net)]
 
     def _callable(self, block: torch.nn.Module):
         entry = self._compiled.get(id(block))
@@ -94,32 +110,49 @@ class CompiledBlocks:
             self._compiled[id(block)] = entry
         return entry[1]
 
-    def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
-                 **kwargs):
-        def plain():
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-
-        if not transformer_options.get(COMPILE_OPTION) or not self.available(x.device):
-            return plain()
-        unet = executor.class_obj.diffusion_model
-        if self._resident is None:
-            self._resident = weights_resident(unet, x.device)
-            if not self._resident:
-                log.info("X-Portrait: compiled blocks off for this run (ComfyUI streams the weights)")
-        if not self._resident:
-            return plain()
-        blocks = list(unet_blocks(unet))
+    @contextmanager
+    def installed(self, blocks):
+        blocks = list(blocks)
         try:
             for block in blocks:
                 block._compiled_call_impl = self._callable(block)
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-                return plain()
+                yield
         finally:
             for block in blocks:
                 block._compiled_call_impl = None
 
 
-def attach_compiled_blocks(model) -> CompiledBlocks:
-    compiled = CompiledBlocks()
-    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY, compiled)
-    return compiled
+#: The compiler every network of the pack uses (tests swap in one with the `eager` backend).
+COMPILER = BlockCompiler()
+
+
+def compile_on(transformer_options: dict) -> bool:
+    return bool(transformer_options.get(COMPILE_OPTION))
+
+
+@contextmanager
+def compiled_while(enabled: bool, net: torch.nn.Module, blocks, device: torch.device):
+    """``blocks`` of ``net`` run compiled inside the with-body when the lever is on and applies."""
+    compiler = COMPILER
+    if enabled and compiler.applies(net, device):
+        with compiler.installed(blocks):
+            yield
+    else:
+        yield
+
+
+def _compiled_unet(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+                   **kwargs):
+    """APPLY_MODEL wrapper: the generation UNet's blocks compiled for one model call."""
+    unet = executor.class_obj.diffusion_model
+    with compiled_while(compile_on(transformer_options), unet, unet_blocks(unet), x.device):
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def attach_compiled_blocks(model) -> None:
+    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY, _compiled_unet)
+
+
+def finish_compiled_run() -> None:
+    COMPILER.finish()

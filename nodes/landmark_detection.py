@@ -11,7 +11,8 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from ..xportrait_core.face.detector import WEIGHTS, ensure_weights, load_detector
+from ..xportrait_core.face.detector import WEIGHTS, ensure_weights
+from ..xportrait_core.face.fan_weights import PLAIN_FAN, load_landmark_detector
 from ..xportrait_core.face.driving import FaceLandmarks
 from ..xportrait_core.face.resample import resize_numpy
 from . import model_files
@@ -38,14 +39,25 @@ def face_weights_folder(allow_download: bool) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _detector(folder: str, device: str):
-    return load_detector(folder, device=torch.device(device))
+def _detector(folder: str, device: str, allow_download: bool):
+    # An unreadable TorchScript archive falls back to the plain-weights FAN release (fetched into
+    # the same folder when downloads are allowed).
+    bars: list = []  # made on the first byte, so no empty bar shows when nothing is fetched
+
+    def progress(done: int, size: int | None) -> None:
+        total = size or PLAIN_FAN.approx_bytes
+        if not bars:
+            bars.append(comfy.utils.ProgressBar(total))
+        bars[0].update_absolute(done, total)
+
+    return load_landmark_detector(folder, device=torch.device(device), allow_download=allow_download,
+                                  progress=progress)
 
 
 def detect_landmarks(images: torch.Tensor, face: str | int, at_official_size: bool,
                      allow_download: bool) -> FaceLandmarks:
     """68-point landmarks of every image, in the images' own pixels; frames without a face are flagged."""
-    detector = _detector(face_weights_folder(allow_download), str(mm.get_torch_device()))
+    detector = _detector(face_weights_folder(allow_download), str(mm.get_torch_device()), allow_download)
     frames = images[..., :3].clamp(0, 1).cpu().numpy()
     h, w = frames.shape[1:3]
     if at_official_size:

@@ -4,7 +4,8 @@ Loaders accept either the original all-in-one file (`model_state-415001.th`) or 
 files written by `python -m xportrait_core.convert`. A file is opened once (weights only,
 memory-mapped or lazy) and split by key prefix; every loader node that names it afterwards reuses
 that split until the file's size or modification time changes. Components are validated strictly
-before use.
+before use. The converter's policy holds here too: keys outside every network are ignored and
+missing schedule buffers or position tables are rebuilt, each with one warning per opening.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import folder_paths
 
-from ..xportrait_core.checkpoint import safe_load, validate
+from ..xportrait_core.checkpoint import rebuild, safe_load, validate
 from ..xportrait_core.checkpoint.components import BASE, FileKind, identify, split_components
 from ..xportrait_core.checkpoint.split import OUTPUT_FILES
 
@@ -89,7 +90,7 @@ def open_file(name: str) -> OpenedFile:
         entry = _opened.get(path)
         if entry is None:
             stamp = _stamp(path)
-            state = safe_load.load_state_dict(path)
+            state = rebuild.with_rebuilt_buffers(safe_load.load_state_dict(path), name)
             entry = OpenedFile(stamp, identify(state), split_components(state))
             # Logged once per opening; the converter applies the same policy.
             validate.warn_about_extras(entry.parts, name)

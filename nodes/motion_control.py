@@ -8,7 +8,8 @@ frames of the current window, which the window wrapper publishes in transformer_
 
 Residual reuse (a speed lever, on unless the speed options turn it off): within one model call
 a frame's residuals are the same in every window that covers it, so they are computed once per
-frame and call (see `xportrait_core.residual_reuse`).
+frame and call (see `xportrait_core.residual_reuse`). Hint-feature reuse (also on by default):
+the ControlNets' hint encoder runs once per frame and run (see `hint_features`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import comfy.controlnet
 import comfy.model_patcher
 import comfy.utils
 
+from .controlnet_forward import controlnet_residuals, hint_features, walkable
+from .hint_features import REUSE_HINT_FEATURES_OPTION, HintFeatureCache
 from ..xportrait_core.reference_bank import chunk_runs, position_runs, take_rows
 from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_after
 
@@ -30,6 +33,7 @@ CLIP_FRAMES_OPTION = "xportrait_clip_frames"
 REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
 #: Largest whole-clip copy of one hint (sized, in the ControlNet's dtype) kept on the device for
 #: a run: 240 frames of 512x512 in fp16 is 360 MiB. Longer clips build each window's hint frames.
+#: The same budget bounds each ControlNet's cached hint features (157 MiB at 60 frames in fp16).
 HINT_CACHE_BYTES = 512 * 2**20
 
 
@@ -111,6 +115,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         self.model_sampling_current = None
         self._sized_hints: dict = {}
         self._reuse = WindowResidualCache()
+        self._features = HintFeatureCache()
         self.hint_cache_bytes = HINT_CACHE_BYTES
 
     def _active(self):
@@ -127,6 +132,13 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
             return rows.to(device=device, dtype=dtype, non_blocking=True)
         return rows.to(device=device, dtype=dtype)
 
+    def _check_frames(self, frames: torch.Tensor) -> None:
+        n = self.hints.frames
+        if n > 1 and int(frames.max()) >= n:
+            raise ValueError(f"X-Portrait motion control: the latent batch has at least {int(frames.max()) + 1} "
+                             f"frames but the driving hints have {n}; make the start latent's "
+                             "frame count equal to the driving clip's")
+
     def _hint_frames(self, which: int, frames: torch.Tensor, x: torch.Tensor, dtype):
         """The hint frames of this window at 8x the latent size on the latent's device.
 
@@ -134,10 +146,6 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         built per window from the compact source, so GPU memory does not grow with the clip."""
         size = (x.shape[-2] * 8, x.shape[-1] * 8)
         n = self.hints.frames
-        if n > 1 and int(frames.max()) >= n:
-            raise ValueError(f"X-Portrait motion control: the latent batch has at least {int(frames.max()) + 1} "
-                             f"frames but the driving hints have {n}; make the start latent's "
-                             "frame count equal to the driving clip's")
         whole_clip = n * 3 * size[0] * size[1] * torch.finfo(dtype).bits // 8
         if n > 1 and whole_clip > self.hint_cache_bytes:
             return self._sized(which, frames.tolist(), size, x.device, dtype)
@@ -151,23 +159,36 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         runs = position_runs(frames.tolist())
         return take_rows(sized, runs)
 
-    def _residuals(self, active, x, t, frames, context) -> list[torch.Tensor]:
+    def _known_features(self, net, which: int, frames: torch.Tensor, x: torch.Tensor, dtype, options):
+        """This window's hint features from the run's cache (the hint-feature lever), or None."""
+        if not options.get(REUSE_HINT_FEATURES_OPTION, True) or not walkable(net.model):
+            return None
+        size = (x.shape[-2] * 8, x.shape[-1] * 8)
+        return self._features.rows(
+            (which, size, x.device, dtype), net.model, self.hints.frames, frames.tolist(), tuple(x.shape[-2:]),
+            torch.finfo(dtype).bits // 8, self.hint_cache_bytes,
+            lambda rows: self._sized(which, rows, size, x.device, dtype),
+            lambda hints: hint_features(net.model, hints, options))
+
+    def _residuals(self, active, x, t, frames, context, options) -> list[torch.Tensor]:
         """Summed, strength-scaled residuals of both nets for conditional latents ``x`` (frames ``frames``)."""
+        self._check_frames(frames)
         sampling = self.model_sampling_current
         x_in = sampling.calculate_input(t, x)
         timestep = sampling.timestep(t)
         total = None
         for net, strength, which in active:
             dtype = getattr(net, "manual_cast_dtype", None) or net.model.dtype
-            h = self._hint_frames(which, frames, x_in, dtype)
-            out = net.model(x=x_in.to(dtype), hint=h, timesteps=timestep.to(dtype), context=context.to(dtype))
-            residuals = out["output"] + out["middle"]
+            features = self._known_features(net, which, frames, x_in, dtype, options)
+            h = self._hint_frames(which, frames, x_in, dtype) if features is None else None
+            residuals = controlnet_residuals(net.model, x_in.to(dtype), h, timestep.to(dtype), context.to(dtype),
+                                             options, features)
             if strength != 1.0:
                 residuals = [r * strength for r in residuals]
             total = residuals if total is None else [a + b for a, b in zip(total, residuals)]
         return total
 
-    def _reused_residuals(self, active, x, t, frames, context, plan) -> list[torch.Tensor]:
+    def _reused_residuals(self, active, x, t, frames, context, plan, options) -> list[torch.Tensor]:
         """Residuals of one window, computing only the frames no earlier window of the call did."""
         call, windows, index = plan
         self._reuse.begin(call)
@@ -177,7 +198,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         if fresh_at:
             runs = position_runs(fresh_at)
             fresh = self._residuals(active, take_rows(x, runs), take_rows(t, runs), frames[fresh_at],
-                                    take_rows(context, runs))
+                                    take_rows(context, runs), options)
         return self._reuse.assemble(window, fresh_at, fresh, frames_needed_after(windows, index))
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
@@ -208,9 +229,9 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
 
         plan = transformer_options.get(WINDOW_PLAN_OPTION)
         if plan is not None and cond_chunks == 1 and transformer_options.get(REUSE_RESIDUALS_OPTION, True):
-            total = self._reused_residuals(active, x, t_cond, frames, context, plan)
+            total = self._reused_residuals(active, x, t_cond, frames, context, plan, transformer_options)
         else:
-            total = self._residuals(active, x, t_cond, frames.repeat(cond_chunks), context)
+            total = self._residuals(active, x, t_cond, frames.repeat(cond_chunks), context, transformer_options)
 
         if len(runs) > 1 or not runs[0][1]:
             total = [self._spread(r, runs) for r in total]
@@ -238,6 +259,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         self.model_sampling_current = None
         self._sized_hints = {}
         self._reuse.clear()
+        self._features.clear()
         super().cleanup()
 
     def get_models(self):

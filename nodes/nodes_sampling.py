@@ -87,17 +87,25 @@ class SpeedSettings(io.ComfyNode):
                                  tooltip="Run the motion ControlNets once per frame and step instead of once per "
                                          "window that covers the frame (a quarter less ControlNet work at 16/4)."),
                 io.Boolean.Input("compile_blocks", default=False, optional=True,
-                                 tooltip="Run the UNet's blocks compiled by torch.compile (fused GPU kernels). "
+                                 tooltip="Run the blocks of the UNet and the motion ControlNets compiled by "
+                                         "torch.compile (fused GPU kernels). "
                                          "Needs an NVIDIA GPU with Triton and the whole model on the GPU; "
                                          "elsewhere it does nothing. The first run compiles for a minute or "
                                          "more; later runs in the same session are faster. Results match the "
                                          "plain path to fp16 rounding."),
+                io.Boolean.Input("reuse_hint_features", default=True, optional=True,
+                                 tooltip="Encode each driving frame's hints for the motion ControlNets once per run "
+                                         "instead of in every step (their hint encoder ignores the timestep). "
+                                         "Keeps up to 512 MiB per ControlNet on the GPU; longer clips encode "
+                                         "per window."),
             ],
             outputs=[Speed.Output(display_name="speed_options", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
-    def execute(cls, attention_kernels, reuse_control_residuals, compile_blocks=False) -> io.NodeOutput:
-        return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals, compile_blocks))
+    def execute(cls, attention_kernels, reuse_control_residuals, compile_blocks=False,
+                reuse_hint_features=True) -> io.NodeOutput:
+        return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals, compile_blocks,
+                                          reuse_hint_features))
 
 
 class MotionControl(io.ComfyNode):

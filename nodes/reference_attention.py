@@ -19,6 +19,7 @@ from ..xportrait_core.reference_bank import (REFERENCE_MODES, ReferenceBank, chu
                                              position_runs, reference_attention, take_rows)
 
 from .attention_choice import OVERRIDE_OPTION
+from .compiled_blocks import compile_on, compiled_while, unet_blocks
 from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 
 REFERENCE_KEY = "xportrait_reference"
@@ -71,7 +72,8 @@ class ReferenceState:
     def reset(self) -> None:
         self._cache_key = self._cache_context = self._cache_value = None
 
-    def _record(self, timestep: torch.Tensor, context: torch.Tensor, attention_override=None) -> ReferenceBank:
+    def _record(self, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
+                compiled: bool = False) -> ReferenceBank:
         net = self.reference_net.model
         dtype = getattr(self.reference_net, "compute_dtype", None) or next(net.parameters()).dtype
         device = context.device
@@ -80,7 +82,8 @@ class ReferenceState:
         options = {"patches": {"attn1_patch": [recorder]}}
         if attention_override is not None:
             options[OVERRIDE_OPTION] = attention_override
-        with torch.no_grad():
+        # Compiled, the recorder's list is guarded by its length: each site compiles once.
+        with torch.no_grad(), compiled_while(compiled, net, unet_blocks(net), device):
             net(self.latents.to(device=device, dtype=dtype), timesteps=timestep.expand(refs).to(device),
                 context=context.expand(refs, -1, -1).to(dtype), transformer_options=options)
         if self.mode == "per frame":
@@ -88,7 +91,7 @@ class ReferenceState:
         return ReferenceBank.from_references([recorder.entries])
 
     def projected_bank(self, unet, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
-                       call=None) -> dict:
+                       call=None, compiled: bool = False) -> dict:
         """The bank for this timestep and context, recorded once per model call.
 
         ``call`` is the window wrapper's model-call number: all windows of one call share the
@@ -103,7 +106,7 @@ class ReferenceState:
             key = (float(timestep.reshape(-1)[0]), tuple(context.shape), str(context.device))
             stale = key != self._cache_key or not torch.equal(context, self._cache_context)
         if stale:
-            bank = self._record(timestep, context, attention_override)
+            bank = self._record(timestep, context, attention_override, compiled)
             sites = transformer_sites(unet)
             if len(sites) != len(bank):
                 raise ValueError(f"reference net recorded {len(bank)} attention sites but the MODEL has "
@@ -127,7 +130,8 @@ class _DiffusionModelBank:
             first = next(rows.start for rows, is_cond in chunk_runs(cond_or_uncond, x.shape[0]) if is_cond)
             plan = transformer_options.get(WINDOW_PLAN_OPTION)
             bank = self.state.projected_bank(executor.class_obj, timesteps[first:first + 1], context[first:first + 1],
-                                             transformer_options.get(OVERRIDE_OPTION), plan[0] if plan else None)
+                                             transformer_options.get(OVERRIDE_OPTION), plan[0] if plan else None,
+                                             compile_on(transformer_options))
             transformer_options = {**transformer_options, BANK_OPTION: bank}
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .attention_choice import OVERRIDE_OPTION, choose_kernel
 from .compiled_blocks import COMPILE_OPTION
+from .hint_features import REUSE_HINT_FEATURES_OPTION
 from .motion_control import REUSE_RESIDUALS_OPTION
 
 #: transformer_options key: whether the temporal modules use the chosen frame-attention kernel.
@@ -22,12 +23,16 @@ class SpeedOptions:
     16-frame temporal attention (CUDA fp16/bf16 only; elsewhere torch's own choice).
     reuse_control_residuals: ControlNet residuals computed once per frame and step, not once per
     window that covers the frame.
-    compile_blocks: the UNet's blocks run compiled by torch.compile/inductor (CUDA with Triton
-    and resident weights only; the first run spends time compiling). Off by default."""
+    compile_blocks: the blocks of the UNet and the motion ControlNets run compiled by
+    torch.compile/inductor (CUDA with Triton and resident weights only; the first run spends
+    time compiling). Off by default.
+    reuse_hint_features: the ControlNets' hint encoder runs once per frame and run, not in every
+    step (it reads no timestep)."""
 
     attention_kernels: bool = True
     reuse_control_residuals: bool = True
     compile_blocks: bool = False
+    reuse_hint_features: bool = True
 
 
 def apply_speed_options(model, options: SpeedOptions) -> None:
@@ -36,6 +41,7 @@ def apply_speed_options(model, options: SpeedOptions) -> None:
     transformer_options[REUSE_RESIDUALS_OPTION] = options.reuse_control_residuals
     transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
     transformer_options[COMPILE_OPTION] = options.compile_blocks
+    transformer_options[REUSE_HINT_FEATURES_OPTION] = options.reuse_hint_features
     # An attention override set upstream (another pack's attention patch) is the user's choice: keep it.
     if options.attention_kernels:
         transformer_options.setdefault(OVERRIDE_OPTION, choose_kernel)

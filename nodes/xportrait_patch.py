@@ -5,7 +5,7 @@ import torch
 
 import comfy.model_patcher
 
-from .compiled_blocks import attach_compiled_blocks
+from .compiled_blocks import attach_compiled_blocks, finish_compiled_run
 from .memory_estimate import attach_memory_estimate
 from .reference_attention import ReferenceState, attach_reference_attention
 from .speed_options import SpeedOptions, apply_speed_options
@@ -40,7 +40,8 @@ def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference
         state = ReferenceState(reference_net, reference_latents, reference_strength, reference_mode)
         attach_reference_attention(patched, state)
         on_finish.append(state.reset)
-    on_finish.append(attach_compiled_blocks(patched).finish)
+    attach_compiled_blocks(patched)
+    on_finish.append(finish_compiled_run)
     attach_windows(patched, WindowState(windows, on_finish))
     attach_memory_estimate(patched, windows.length if windows.mode != "off" else MAX_FRAMES)
     return patched

@@ -1,7 +1,15 @@
-"""Writes workflows/*.json (API and UI format) from one description, with widget order taken from
-the live node schemas of a real ComfyUI. Run after changing a node's inputs:
+"""Writes the pack's workflow files from the graph descriptions in scripts/workflow_graphs.py, with
+widget order and defaults taken from the live node schemas of a real ComfyUI. Run after changing a
+node's inputs (tests/comfy/test_workflows.py fails while the files are out of date):
 
     .cache/venv/bin/python scripts/build_workflows.py
+
+- workflows/<name>.json + <name>.jpg: the UI templates ComfyUI's template browser lists for the
+  pack, each with its thumbnail (ComfyUI lists a custom node's top-level workflows/*.json).
+- workflows/api/<name>_api.json: the same graphs as API prompts, for scripts/run_example.py and
+  tests; a subfolder, so ComfyUI does not list them as templates (an API prompt opens as an empty
+  canvas).
+- subgraphs/<name>.json: the subgraph blueprint ComfyUI serves at /global_subgraphs.
 """
 from __future__ import annotations
 
@@ -12,111 +20,71 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-MODEL = "model_state-415001.th"
+import subgraph_blueprint  # noqa: E402
+from workflow_graphs import API_NAMES, GROUP_TITLES, GROUPS, TEMPLATES, summary  # noqa: E402
+from workflow_layout import api_prompt, ui_workflow  # noqa: E402
+from workflow_thumbnail import thumbnail_jpeg  # noqa: E402
 
-# node id -> (class_type, inputs); a list value [node_id, slot] is a link.
-EXAMPLE = {
-    "1": ("LoadImage", {"image": "source_image.png"}),
-    "2": ("LoadVideo", {"file": "driving_video.mp4"}),
-    "3": ("GetVideoComponents", {"video": ["2", 0]}),
-    "4": ("XPortraitDetectLandmarks", {"images": ["1", 0], "face": "strongest", "official_256": True,
-                                       "download_weights": True}),
-    "5": ("XPortraitDetectLandmarks", {"images": ["3", 0], "face": "strongest", "official_256": True,
-                                       "download_weights": True}),
-    "6": ("XPortraitCropFace", {"portrait": ["1", 0], "landmarks": ["4", 0], "size": 512, "face_scale": 1.8}),
-    "7": ("XPortraitEncodeDriving", {"driving_frames": ["3", 0], "driving_landmarks": ["5", 0],
-                                     "source_landmarks": ["6", 2], "best_frame": -1, "landmark_smoothing": 0.0,
-                                     "size": 512, "fps": ["3", 2]}),
-    "8": ("XPortraitLoadBaseModel", {"model_file": MODEL, "weight_dtype": "auto"}),
-    "9": ("XPortraitLoadTemporalModules", {"model_file": MODEL, "weight_dtype": "auto"}),
-    "10": ("XPortraitLoadReferenceNet", {"model_file": MODEL, "weight_dtype": "auto"}),
-    "11": ("XPortraitLoadMotionControlNet", {"model_file": MODEL, "weight_dtype": "auto"}),
-    "12": ("XPortraitLoadLocalControlNet", {"model_file": MODEL, "weight_dtype": "auto"}),
-    "13": ("XPortraitEmptyPrompt", {"model_file": MODEL}),
-    "14": ("XPortraitApply", {"model": ["8", 0], "temporal_modules": ["9", 0], "reference_net": ["10", 0],
-                              "vae": ["8", 1], "reference_image": ["6", 0], "reference_strength": 1.0,
-                              "window_mode": "official", "window_length": 16, "window_overlap": 4,
-                              "reference_mode": "shared", "window_offsets": ""}),
-    "15": ("XPortraitMotionControl", {"positive": ["13", 0], "negative": ["13", 0], "motion_controlnet": ["11", 0],
-                                      "local_controlnet": ["12", 0], "driving": ["7", 0], "motion_strength": 1.0,
-                                      "local_strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}),
-    "16": ("XPortraitStartLatent", {"vae": ["8", 1], "source_image": ["6", 0], "driving": ["7", 0]}),
-    "17": ("KSampler", {"model": ["14", 0], "seed": 0, "steps": 30, "cfg": 5.0, "sampler_name": "ddim",
-                        "scheduler": "ddim_uniform", "positive": ["15", 0], "negative": ["15", 1],
-                        "latent_image": ["16", 0], "denoise": 1.0}),
-    "18": ("VAEDecode", {"samples": ["17", 0], "vae": ["8", 1]}),
-    "19": ("XPortraitPasteBack", {"portrait": ["1", 0], "frames": ["18", 0], "crop": ["6", 1], "feather": 24}),
-    "20": ("SaveWEBM", {"images": ["19", 0], "filename_prefix": "xportrait/xportrait", "codec": "vp9",
-                        "fps": ["7", 1], "crf": 24.0}),
-}
+TEMPLATE_DIR = "workflows"
+API_DIR = "workflows/api"    # inside TEMPLATE_DIR, but not top-level: not listed as a template
+SUBGRAPH_DIR = "subgraphs"
+CAPTIONS = {"xportrait_example": "X-Portrait: animate a portrait",
+            "xportrait_fast_lcm_8_steps": "X-Portrait: fast look (lcm, 8 steps)",
+            "xportrait_official_ddim_30_steps": "X-Portrait: official sampler (ddim, 30 steps)"}
 
 
-# The official sampler exactly: the official start and sigmas into SamplerCustom (no added noise).
-OFFICIAL = {**EXAMPLE,
-            "16": ("XPortraitOfficialStartLatent", {"model": ["14", 0], "vae": ["8", 1], "source_image": ["6", 0],
-                                                    "driving": ["7", 0], "steps": 30, "seed": 0}),
-            "17": ("SamplerCustom", {"model": ["14", 0], "add_noise": False, "noise_seed": 0, "cfg": 5.0,
-                                     "positive": ["15", 0], "negative": ["15", 1], "sampler": ["22", 0],
-                                     "sigmas": ["21", 0], "latent_image": ["16", 0]}),
-            "21": ("XPortraitOfficialSigmas", {"model": ["14", 0], "steps": 30}),
-            "22": ("KSamplerSelect", {"sampler_name": "ddim"})}
-WORKFLOWS = {"xportrait_example": EXAMPLE, "xportrait_official": OFFICIAL}
+def _json(data: dict) -> bytes:
+    return (json.dumps(data, indent=1) + "\n").encode()
 
 
-def api_format(graph: dict) -> dict:
-    return {nid: {"class_type": ct, "inputs": dict(inputs)} for nid, (ct, inputs) in graph.items()}
+def build(info_of) -> dict[str, bytes]:
+    """Every generated file (path relative to the repository -> contents); info_of(class_type) is the
+    node's /object_info entry."""
+    files = {}
+    for name, (make_graph, notes) in TEMPLATES.items():
+        graph = make_graph()
+        infos = {step.class_type: info_of(step.class_type) for step in graph.values()}
+        workflow = ui_workflow(graph, infos, GROUPS, GROUP_TITLES, notes)
+        files[f"{TEMPLATE_DIR}/{name}.json"] = _json(workflow)
+        files[f"{TEMPLATE_DIR}/{name}.jpg"] = thumbnail_jpeg(workflow, CAPTIONS[name], summary(graph))
+        files[f"{API_DIR}/{API_NAMES[name]}.json"] = _json(api_prompt(graph, infos))
+    inner = subgraph_blueprint.inner_graph()
+    infos = {step.class_type: info_of(step.class_type) for step in inner.values()}
+    files[f"{SUBGRAPH_DIR}/{subgraph_blueprint.NAME}.json"] = _json(subgraph_blueprint.blueprint(infos))
+    return files
 
 
-def ui_format(graph: dict, object_info: dict) -> dict:
-    from harness.workflow_format import WIDGET_TYPES, input_specs
-    links, nodes = [], []
-    outgoing: dict[tuple[str, int], list[int]] = {}
-    for nid, (ct, inputs) in graph.items():
-        for name, value in inputs.items():
-            if isinstance(value, list):
-                link_id = len(links) + 1
-                spec = dict(input_specs(object_info[ct]))[name]
-                links.append([link_id, int(value[0]), value[1], int(nid), name, spec[0] if isinstance(spec[0], str) else "COMBO"])
-                outgoing.setdefault((value[0], value[1]), []).append(link_id)
-    for order, (nid, (ct, inputs)) in enumerate(graph.items()):
-        info = object_info[ct]
-        node_inputs, widgets = [], []
-        for slot, (name, spec) in enumerate(input_specs(info)):
-            kind = spec[0] if isinstance(spec[0], str) else "COMBO"
-            value = inputs.get(name)
-            link = next((l for l in links if l[3] == int(nid) and l[4] == name), None)
-            if kind in WIDGET_TYPES:
-                widgets.append(None if link else value)
-                if link:
-                    node_inputs.append({"name": name, "type": kind, "link": link[0], "widget": {"name": name}})
-                if len(spec) > 1 and spec[1].get("control_after_generate"):
-                    widgets.append("fixed")
-            else:
-                node_inputs.append({"name": name, "type": kind, "link": link[0] if link else None})
-        for link in links:
-            if link[3] == int(nid):
-                link[4] = next(i for i, entry in enumerate(node_inputs) if entry["name"] == link[4])
-        outputs = [{"name": out_name, "type": out_type, "slot_index": i,
-                    "links": outgoing.get((nid, i), [])}
-                   for i, (out_type, out_name) in enumerate(zip(info["output"], info["output_name"]))]
-        nodes.append({"id": int(nid), "type": ct, "pos": [40 + 340 * (order % 6), 60 + 320 * (order // 6)],
-                      "size": [300, 160], "flags": {}, "order": order, "mode": 0, "inputs": node_inputs,
-                      "outputs": outputs, "properties": {"Node name for S&R": ct}, "widgets_values": widgets})
-    return {"last_node_id": max(int(n) for n in graph), "last_link_id": len(links), "nodes": nodes,
-            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+def stale_files(files: dict[str, bytes]) -> list[Path]:
+    """The files in the generated folders that build() no longer writes. Only each folder's own
+    files are looked at, never its subfolders: workflows/api/ is judged as API_DIR, not as part of
+    TEMPLATE_DIR, and a thumbnail (<name>.jpg) is kept because build() writes it too."""
+    stale = []
+    for folder in (TEMPLATE_DIR, API_DIR, SUBGRAPH_DIR):
+        for path in sorted((REPO / folder).glob("*")):
+            if path.is_file() and path.relative_to(REPO).as_posix() not in files:
+                stale.append(path)
+    return stale
+
+
+def remove_stale(files: dict[str, bytes]) -> None:
+    for path in stale_files(files):
+        print("removing stale", path.relative_to(REPO).as_posix())
+        path.unlink()
 
 
 def main() -> None:
     from harness.inprocess import InProcessComfy
+    from harness.workflow_format import object_info
     comfy = InProcessComfy({}, tempfile.mkdtemp())
-    from harness.workflow_format import object_info as info_of
-    out = REPO / "workflows"
-    for name, graph in WORKFLOWS.items():
-        object_info = {ct: info_of(comfy.nodes, ct) for ct in {ct for ct, _ in graph.values()}}
-        (out / f"{name}_api.json").write_text(json.dumps(api_format(graph), indent=1) + "\n")
-        (out / f"{name}.json").write_text(json.dumps(ui_format(graph, object_info), indent=1) + "\n")
-    print("wrote", sorted(p.name for p in out.glob("*.json")))
+    files = build(lambda class_type: object_info(comfy.nodes, class_type))
+    remove_stale(files)
+    for path, data in files.items():
+        target = REPO / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    print("wrote", "\n      ".join(sorted(files)))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Run the example workflow (raw portrait + raw driving video -> full-resolution video) through a
-real, headless ComfyUI server with this pack, and print where the video went.
+real, headless ComfyUI server with this pack, and print where the video went. The graph is
+workflows/api/xportrait_example_api.json, the API form of workflows/xportrait_example.json.
 
     scripts/run_example.sh [--tiny] [--portrait P --driving V --landmarks J] [--models-dir D] [--out D]
 
@@ -21,12 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from harness.graphs import tiny_version, use_landmark_file, without_previews  # noqa: E402
 from harness.paths import ASSETS, CACHE, comfyui_dir  # noqa: E402
 from harness.server import ComfyServer  # noqa: E402
 from xportrait_core.face.detector import WEIGHTS as DETECTOR_WEIGHTS  # noqa: E402
 
 REAL_MODEL = "model_state-415001.th"
 TINY_MODEL = "xportrait_tiny_random.safetensors"
+EXAMPLE_PROMPT = REPO / "workflows" / "api" / "xportrait_example_api.json"  # written by scripts/build_workflows.py
 
 
 def make_tiny_models(folder: Path) -> None:
@@ -55,30 +58,13 @@ def link_inputs(args, input_dir: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def use_landmark_file(prompt: dict) -> None:
-    """Swap the detector nodes for landmarks read from the JSON beside the inputs (same outputs):
-    offline there are no detector weights to fetch."""
-    for node in prompt.values():
-        if node["class_type"] == "XPortraitDetectLandmarks":
-            images = node["inputs"]["images"]
-            entry = "source" if prompt[images[0]]["class_type"] == "LoadImage" else "driving"
-            node["class_type"] = "XPortraitLoadLandmarks"
-            node["inputs"] = {"images": images, "landmarks_file": "landmarks.json", "entry": entry}
-
-
 def prompt_for(args, detector_ready: bool) -> dict:
-    prompt = json.loads((REPO / "workflows" / "xportrait_example_api.json").read_text())
+    """The example's API prompt without its previews (nobody looks at them in a headless run)."""
+    prompt = without_previews(json.loads(EXAMPLE_PROMPT.read_text()))
     if args.landmarks_from_file or not detector_ready:
         use_landmark_file(prompt)
     if args.tiny:
-        for node in prompt.values():
-            inputs = node["inputs"]
-            if "model_file" in inputs:
-                inputs["model_file"] = TINY_MODEL
-            if node["class_type"] in ("XPortraitCropFace", "XPortraitEncodeDriving"):
-                inputs["size"] = 128
-            if node["class_type"] == "KSampler":
-                inputs["steps"] = 4
+        tiny_version(prompt, size=128, steps=4, model_file=TINY_MODEL)
     elif args.steps:
         next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]["steps"] = args.steps
     return prompt

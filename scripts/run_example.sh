@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Main job: set up (idempotent), then run workflows/xportrait_example_api.json through a headless
+# Main job: set up (idempotent), then run workflows/api/xportrait_example_api.json through a headless
 # ComfyUI and write the video. `--tiny` runs the same graph on generated tiny weights (offline).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

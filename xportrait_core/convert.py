@@ -4,7 +4,10 @@
                                      [--components base_sd15 temporal ...]
 
 The input is opened safely (weights only, memory-mapped) and validated strictly before anything
-is written; a bad file exits with status 2 and says what is wrong. See `checkpoint.split` for the
+is written; a bad file exits with status 2 and says what is wrong. The loader nodes apply the
+same policy: keys outside every network (EMA weights, ``lvlb_weights``, step counters) are
+ignored with one warning, and missing schedule buffers or temporal position tables are rebuilt
+from the config with one warning (`checkpoint.rebuild`). See `checkpoint.split` for the
 files written. Memory stays near one tensor: the source is never copied as a whole.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint.errors import CheckpointError
+from .checkpoint.rebuild import with_rebuilt_buffers
 from .checkpoint.safe_load import load_state_dict
 from .checkpoint.split import DTYPES, OUTPUT_FILES, write_components
 from .checkpoint.validate import validate_checkpoint
@@ -26,7 +30,7 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = 
             components: list[str] | None = None, progress: ProgressLine | None = None) -> dict[str, Path]:
     """Validate `source`, then write its components into `out_dir`; returns output -> path."""
     source = Path(source)
-    state_dict = load_state_dict(source)
+    state_dict = with_rebuilt_buffers(load_state_dict(source), source.name)
     validate_checkpoint(state_dict, source=source.name)
     digest = sha256_file(source, (lambda done, total: progress("hashing source", done, total)) if progress else None)
     if progress:

@@ -6,9 +6,9 @@ objects the loaders build come back to the test exactly as the next node would r
 """
 from __future__ import annotations
 
-import re
-
+import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,8 @@ from xportrait_core.checkpoint.components import split_components
 from xportrait_core.checkpoint.split import OUTPUT_FILES
 from xportrait_core.checkpoint.tiny import build_random_checkpoint, save_official_th
 from xportrait_core.convert import convert
+from harness.tiny_models import LEFTOVERS, RELEASE_VARIANTS, release_variant, save_like_the_release
+from harness.recorder import recorder_node
 
 OFFICIAL = "tiny_official.th"
 RECORDER = "XPortraitTestRecorder"
@@ -36,23 +38,7 @@ LOADERS = {
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
 
-class _Recorder:
-    """Output node that keeps whatever reaches it, keyed by a tag."""
-
-    seen: dict = {}
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("*", {}), "tag": ("STRING", {"default": ""})}}
-
-    RETURN_TYPES = ()
-    FUNCTION = "record"
-    OUTPUT_NODE = True
-    CATEGORY = "testing"
-
-    def record(self, value, tag):
-        _Recorder.seen[tag] = value
-        return {}
+_Recorder = recorder_node()
 
 
 @dataclass
@@ -311,3 +297,116 @@ def test_training_leftovers_are_ignored_by_nodes_and_converter_alike(comfy, libr
     caplog.clear()
     convert(library.root / "with_leftovers.th", tmp_path / "converted", "fp16")  # no longer refused
     assert any("outside every X-Portrait network" in r.getMessage() for r in caplog.records)
+
+
+# --- A file shaped like the release, and its likely variants ---------------------------------
+
+@pytest.fixture(scope="module")
+def release_state():
+    """The release's layout (see harness.tiny_models) at tiny widths, except the CLIP text model:
+    ComfyUI's SD1.5 CLIP has the fixed ViT-L/14 widths, so it is full size and the networks'
+    cross-attention takes its 768-wide context."""
+    from harness.tiny_models import release_shaped_state
+    from xportrait_core.checkpoint.architecture import TINY
+    return release_shaped_state(TINY.with_(context_dim=768), seed=11)
+
+
+@pytest.fixture(scope="module")
+def clip_context_of_release(comfy, release_state):
+    """CLIP("") from the release's text weights, encoded by ComfyUI alone (none of the pack's code)."""
+    import comfy.sd as comfy_sd
+    root = "cond_stage_model.transformer."
+    text = {k[len(root):]: v for k, v in release_state.items() if k.startswith(root)}
+    clip = comfy_sd.load_text_encoder_state_dicts([text], clip_type=comfy_sd.CLIPType.STABLE_DIFFUSION)
+    return clip.encode_from_tokens(clip.tokenize("")).float().cpu()
+
+
+def every_loader_prompt(model_file: str):
+    """The five network loaders and X-Portrait Empty Prompt on one file, a recorder on each output."""
+    from comfy_execution.graph_utils import GraphBuilder
+    g = GraphBuilder(prefix="rl")
+    for node_id, components in LOADERS.items():
+        loader = g.node(node_id, model_file=model_file, weight_dtype="fp32")
+        for index, component in enumerate(components):
+            g.node(RECORDER, value=loader.out(index), tag=component)
+    prompt = g.node("XPortraitEmptyPrompt", model_file=model_file)
+    g.node(RECORDER, value=prompt.out(0), tag="empty_prompt")
+    return g.finalize()
+
+
+def _pack_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "xportrait" and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("variant", RELEASE_VARIANTS)
+def test_release_shaped_file_and_its_variants_load_through_every_loader_node(
+        comfy, library, release_state, clip_context_of_release, variant, caplog, tmp_path):
+    name = f"release_{variant.replace(' ', '_')}.th"
+    path = save_like_the_release(library.root / name, release_variant(release_state, variant),
+                                 byteorder_record=variant != "no byteorder")
+    try:
+        _Recorder.seen.clear()
+        with caplog.at_level(logging.WARNING, logger="xportrait"):
+            result = comfy.run(every_loader_prompt(name))
+        assert result.success, result.error_text()
+        built = dict(_Recorder.seen)
+        _Recorder.seen.clear()
+        for component in (c for outputs in LOADERS.values() for c in outputs):
+            dtype = None if component == "vae" else torch.float32
+            assert_same_weights(component, weights_of(component, built[component]),
+                                expected_weights(release_state, component), dtype)
+        context = built["empty_prompt"][0][0]
+        assert context.shape == (1, 77, 768) and context.std() > 0.1
+        assert torch.equal(context, clip_context_of_release), "the file's own CLIP weights must encode the prompt"
+
+        notes = _pack_warnings(caplog)
+        if variant == "training leftovers":
+            assert len(notes) == 1 and all(key in notes[0] for key in LEFTOVERS) and name in notes[0], notes
+        elif variant == "missing buffers":
+            assert len(notes) == 1 and "noise-schedule buffer(s)" in notes[0] and "position table(s)" in notes[0]
+        else:
+            assert notes == [], notes
+
+        if variant == "current clip layout":  # the converter writes it in the official layout
+            written = convert(path, tmp_path / "converted", "fp32", ["base_sd15"])["base_sd15"]
+            moved = library.root / f"release_current_layout_{written.name}"
+            shutil.move(str(written), moved)
+            try:
+                again = comfy.node_class("XPortraitEmptyPrompt").execute(model_file=moved.name).result[0]
+                assert torch.equal(again[0][0], clip_context_of_release)
+            finally:
+                moved.unlink()
+    finally:
+        path.unlink()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script, used to make the stand-in archive
+def test_detect_landmarks_falls_back_to_the_plain_fan_release_when_the_archive_is_unreadable(
+        comfy, tmp_path_factory, caplog):
+    """X-Portrait Detect Landmarks with a face/ folder whose TorchScript archive cannot be read
+    (cut short) but which holds the plain-weights release: it runs, and says why once."""
+    import folder_paths
+    from xportrait_core.face.detector import WEIGHTS
+    from xportrait_core.face.fan_weights import PLAIN_FAN
+    from xportrait_core.face.networks.fan2d import FAN2D
+    from xportrait_core.face.networks.s3fd import S3FD
+    root = tmp_path_factory.mktemp("xportrait_face_fallback")
+    face = root / "face"
+    face.mkdir()
+    torch.manual_seed(6)
+    torch.jit.script(torch.nn.Conv2d(3, 8, 3)).save(str(root / "whole.zip"))
+    whole = (root / "whole.zip").read_bytes()
+    (face / WEIGHTS["fan"].name).write_bytes(whole[: len(whole) // 2])  # a TorchScript archive, half synced
+    torch.save(FAN2D().state_dict(), face / PLAIN_FAN.name, _use_new_zipfile_serialization=False)
+    torch.save(S3FD().state_dict(), face / WEIGHTS["s3fd"].name)
+    folder_paths.add_model_folder_path("xportrait", str(root), is_default=True)  # searched first
+    try:
+        with caplog.at_level(logging.WARNING, logger="xportrait"):
+            landmarks = comfy.node_class("XPortraitDetectLandmarks").execute(
+                images=torch.rand(2, 80, 96, 3), face="strongest", official_256=True,
+                download_weights=False).result[0]
+    finally:
+        folder_paths.folder_names_and_paths["xportrait"][0].remove(str(root))
+    assert landmarks.points.shape == (2, 68, 2) and landmarks.image_hw == (80, 96)
+    notes = [r.getMessage() for r in caplog.records if r.name == "xportrait"]
+    assert len(notes) == 1 and WEIGHTS["fan"].name in notes[0] and PLAIN_FAN.name in notes[0], notes

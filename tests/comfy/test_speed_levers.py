@@ -29,9 +29,9 @@ def _run(rig, inp, speed, frames=29, counter=None):
     pos, neg = rig.conditioning(inp["context"], hints)
     handles = []
     if counter is not None:
-        for net in (rig.pose.model, rig.local.model):
-            handles.append(net.register_forward_hook(lambda m, a, kw, out: counter.append(kw["x"].shape[0]),
-                                                     with_kwargs=True))
+        for net in (rig.pose.model, rig.local.model):  # the first block runs once per ControlNet pass
+            handles.append(net.input_blocks[0].register_forward_hook(
+                lambda m, args, out: counter.append(args[0].shape[0])))
     try:
         record, final = rig.sample(rig.patched(inp["z_ref"], speed=speed), x, [501, 251], pos, neg, cfg=5.0,
                                    seed=7)
@@ -63,6 +63,34 @@ def test_residual_reuse_runs_each_frame_once_per_call(rig, inp):
     assert sum(reused) == frames * calls * nets, "every frame should pass the ControlNets once per call"
     assert sum(plain) > sum(reused), "without reuse the overlapping frames run again"
     assert rel_l2(a, b) < LEVER_BOUND
+
+
+def test_hint_features_are_encoded_once_per_frame_and_run(rig, inp):
+    """The ControlNets' hint encoder reads no timestep: with the lever on it runs once per frame
+    and run (here 2 calls), off it runs in every ControlNet pass; a clip over the byte budget
+    encodes per window. All three compute the same result."""
+    frames, nets = 29, (rig.pose.model, rig.local.model)
+    x, hints = _clip(inp, frames)
+    results, encoded = {}, {}
+    for label, reuse, budget in (("on", True, None), ("off", False, None), ("over budget", True, 0)):
+        rows = []
+        handles = [net.input_hint_block.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+                   for net in nets]
+        pos, neg = rig.conditioning(inp["context"], hints)
+        if budget is not None:
+            pos[0][1]["control"].hint_cache_bytes = budget
+        try:
+            _, results[label] = rig.sample(rig.patched(inp["z_ref"], speed=_speed(reuse_hint_features=reuse)), x,
+                                           [501, 251], pos, neg, cfg=5.0, seed=7)
+        finally:
+            for handle in handles:
+                handle.remove()
+        encoded[label] = sum(rows)
+    assert encoded["on"] == frames * len(nets), "each frame's hints should be encoded once per net and run"
+    calls = 2
+    assert encoded["off"] == encoded["over budget"] == frames * calls * len(nets)  # residual reuse: once per call
+    assert rel_l2(results["on"], results["off"]) < LEVER_BOUND
+    assert rel_l2(results["over budget"], results["off"]) < LEVER_BOUND
 
 
 def test_temporal_modules_use_comfy_casting_layers(rig, inp):
@@ -143,24 +171,59 @@ def test_compiled_blocks_compute_the_plain_result_and_leave_nothing_behind(rig, 
     """The compile lever's mechanism on the CPU: torch's `eager` backend traces every block with
     dynamo (its guards decide reuse and recompiles) without inductor's GPU code generation."""
     import torch._dynamo
-    from comfy.patcher_extension import WrappersMP
     blocks = pack_module("nodes.compiled_blocks")
+    walk = pack_module("nodes.controlnet_forward")
     _, plain = _run(rig, inp, _speed(compile_blocks=False))
-    model = rig.patched(inp["z_ref"], speed=_speed(compile_blocks=True))
-    model.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, blocks.COMPILE_KEY)
-    compiled = blocks.CompiledBlocks(backend="eager", available=lambda device: True)
-    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, blocks.COMPILE_KEY, compiled)
+    shipped = blocks.COMPILER
+    blocks.COMPILER = compiler = blocks.BlockCompiler(backend="eager", available=lambda device: True)
     torch._dynamo.reset()
-    x, hints = _clip(inp, 29)
-    pos, neg = rig.conditioning(inp["context"], hints)
-    _, out = rig.sample(model, x, [501, 251], pos, neg, cfg=5.0, seed=7)
+    try:
+        _, out = _run(rig, inp, _speed(compile_blocks=True))
+    finally:
+        blocks.COMPILER = shipped
     assert rel_l2(out, plain) < LEVER_BOUND
-    unet = rig.model.model.diffusion_model  # temporal modules stay injected while the MODEL is loaded
-    used = list(blocks.unet_blocks(unet))
-    kinds = {type(b).__name__ for b in used}
-    assert {"ResBlock", "SpatialTransformer", "Downsample", "Upsample", "TemporalModule"} <= kinds
-    assert len(compiled._compiled) == len(used), "every UNet block and temporal module should have run compiled"
-    assert all(m._compiled_call_impl is None for m in unet.modules()), "compiled blocks leaked out of sampling"
+    compiled = [ref() for ref, _ in compiler._compiled.values()]
+    unet, nets = rig.model.model.diffusion_model, (rig.pose.model, rig.local.model)
+    temporal = [m for m in rig.temporal.model.modules() if type(m).__name__ == "TemporalModule"]
+    reference = rig.reference_net.model
+    # The temporal modules are injected only while sampling.
+    expected = list(blocks.unet_blocks(unet)) + temporal + list(blocks.unet_blocks(reference))
+    for net in nets:
+        expected += list(walk.controlnet_blocks(net))
+    assert {"ResBlock", "SpatialTransformer", "Downsample", "Upsample", "TemporalModule"} <= {
+        type(b).__name__ for b in expected}
+    assert len(compiled) == len(expected) and all(any(b is c for c in compiled) for b in expected), (
+        "every block of the UNet, temporal modules, reference net and ControlNets should have run compiled")
+    for module in (unet, *temporal, *nets, reference):
+        assert all(m._compiled_call_impl is None for m in module.modules()), "compiled blocks leaked out of sampling"
+
+
+def test_controlnet_walk_is_the_controlnets_own_forward(rig, inp):
+    """The pack's ControlNet pass (which hands the attention choice to its blocks) computes
+    exactly what ComfyUI's ControlNet forward computes with the same attention."""
+    walk = pack_module("nodes.controlnet_forward")
+    choice = pack_module("nodes.attention_choice")
+    g = torch.Generator().manual_seed(11)
+    frames = inp["hint"].shape[0]
+    x = torch.randn(frames, *inp["x_t"].shape[1:], generator=g)
+    t = torch.full((frames,), 501.0)
+    context = inp["context"].expand(frames, -1, -1)
+    seen = []
+
+    def counting(func, *args, **kwargs):
+        seen.append(args[0].shape)
+        return choice.choose_kernel(func, *args, **kwargs)
+
+    for net, hint in ((rig.pose.model, inp["hint"]), (rig.local.model, inp["local_hint"])):
+        own = net(x=x, hint=hint, timesteps=t, context=context)
+        for options in ({}, {choice.OVERRIDE_OPTION: counting}):
+            seen.clear()
+            walked = walk.controlnet_residuals(net, x, hint, t, context, options)
+            assert len(walked) == len(own["output"]) + 1
+            for a, b in zip(walked, own["output"] + own["middle"]):
+                assert torch.equal(a, b)
+        # Two attentions (self, text) per transformer block reach the override.
+        assert len(seen) == 2 * sum(1 for b in walk.controlnet_blocks(net) if type(b).__name__ == "SpatialTransformer")
 
 
 def test_reference_i_reaches_frame_i_under_windows(rig, inp):

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from xportrait_core.download import KNOWN_FILES, DownloadError, OfflineError, download
+from xportrait_core.download import KNOWN_FILES, ByteSize, DownloadError, OfflineError, download
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -22,6 +22,7 @@ class _Server:
         self.requests: list[dict[str, str]] = []
         self.drop_first = False
         self.ignore_range = False
+        self.omit_length = False  # like a server streaming without Content-Length
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,7 +39,8 @@ class _Server:
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-                self.send_header("Content-Length", str(len(body)))
+                if not owner.omit_length:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if owner.drop_first and len(owner.requests) == 1:
                     self.wfile.write(body[: len(body) // 2])
@@ -135,7 +137,39 @@ def test_unreachable_server_names_file_url_and_folder(tmp_path):
     assert "by hand" in message
 
 
-def test_known_file_registry():
+def test_known_checkpoint_has_its_digest_and_a_size_range_from_the_architecture():
+    from math import prod
+
+    from xportrait_core.checkpoint.architecture import FULL
+    from xportrait_core.checkpoint.tiny import official_inventory
     known = KNOWN_FILES["model_state-415001.th"]
     assert known.url == "https://huggingface.co/fffiloni/X-Portrait/resolve/main/model_state-415001.th"
-    assert known.sha256 is None
+    assert len(known.sha256) == 64 and int(known.sha256, 16) >= 0 and known.sha256 == known.sha256.lower()
+    # The release holds every official tensor in fp32 and the CLIP position ids in int64: no
+    # complete file can be smaller; the mirror's rounded "12.3 GB" bounds it from above.
+    tensors = sum(4 * prod(shape) for shape in official_inventory(FULL).values()) + 8 * 77
+    assert known.size.low == tensors
+    assert f"{known.size.low / 1e9:.1f}" == f"{known.size.high / 1e9:.1f}" == "12.3"
+    assert known.approx_bytes in known.size and known.size.high + 1 not in known.size
+
+
+def test_server_offering_another_size_is_refused_before_writing(server, tmp_path):
+    dest = tmp_path / "model_state-415001.th"
+    part = tmp_path / "model_state-415001.th.part"
+    part.write_bytes(PAYLOAD[:1000])  # a good partial download must survive a wrong answer
+    elsewhere = ByteSize(len(PAYLOAD) + 1, len(PAYLOAD) + 1000)
+    with pytest.raises(DownloadError) as caught:
+        download(f"{server.url}/model_state-415001.th", dest, sha256=DIGEST, size=elsewhere)
+    message = str(caught.value)
+    assert f"{len(PAYLOAD):,} bytes" in message and str(elsewhere) in message and "nothing was written" in message
+    assert part.read_bytes() == PAYLOAD[:1000] and not dest.exists()
+    download(f"{server.url}/model_state-415001.th", dest, sha256=DIGEST, size=ByteSize(len(PAYLOAD), len(PAYLOAD)))
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_finished_file_of_another_size_is_deleted_when_the_server_gave_no_length(server, tmp_path):
+    server.omit_length = True
+    dest = tmp_path / "model_state-415001.th"
+    with pytest.raises(DownloadError, match=rf"is {len(PAYLOAD):,} bytes, expected .*partial file was deleted"):
+        download(f"{server.url}/model_state-415001.th", dest, size=ByteSize(1, len(PAYLOAD) - 1))
+    assert not dest.exists() and not (tmp_path / "model_state-415001.th.part").exists()

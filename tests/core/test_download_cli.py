@@ -2,6 +2,7 @@
 HTTP server on 127.0.0.1 into MODELS/xportrait/, resuming a partial file, failing clearly offline."""
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -15,6 +16,9 @@ from harness.paths import REPO
 
 NAME = "model_state-415001.th"
 PAYLOAD = os.urandom(2 * (1 << 20) + 4321)
+# The stand-in is not the real checkpoint, so the runs below name its digest (which also lifts
+# the checkpoint's known size); the last test shows what happens without it.
+STAND_IN = ("--sha256", hashlib.sha256(PAYLOAD).hexdigest())
 
 
 @pytest.fixture
@@ -54,14 +58,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_fetches_into_the_xportrait_folder_with_progress(mirror, tmp_path):
     url, ranges = mirror
-    done = run_cli("--models-dir", str(tmp_path), "--name", NAME, "--url", url)
+    done = run_cli("--models-dir", str(tmp_path), "--name", NAME, "--url", url, *STAND_IN)
     assert done.returncode == 0, done.stderr
     dest = tmp_path / "xportrait" / NAME
     assert dest.read_bytes() == PAYLOAD
     assert not (tmp_path / "xportrait" / f"{NAME}.part").exists()
     assert NAME in done.stderr and "100.0%" in done.stderr, "no progress line"
     assert str(dest) in done.stdout
-    again = run_cli("--models-dir", str(tmp_path), "--url", url)
+    again = run_cli("--models-dir", str(tmp_path), "--url", url, *STAND_IN)
     assert again.returncode == 0 and len(ranges) == 1, "a complete file must not be fetched again"
 
 
@@ -70,7 +74,7 @@ def test_cli_resumes_a_partial_download(mirror, tmp_path):
     folder = tmp_path / "xportrait"
     folder.mkdir()
     (folder / f"{NAME}.part").write_bytes(PAYLOAD[:700_000])
-    done = run_cli("--models-dir", str(tmp_path), "--url", url)
+    done = run_cli("--models-dir", str(tmp_path), "--url", url, *STAND_IN)
     assert done.returncode == 0, done.stderr
     assert ranges == ["bytes=700000-"]
     assert (folder / NAME).read_bytes() == PAYLOAD
@@ -86,3 +90,13 @@ def test_cli_offline_names_file_url_and_folder(tmp_path):
     assert NAME in done.stderr and url in done.stderr and str(tmp_path / "xportrait") in done.stderr
     assert "by hand" in done.stderr
     assert not (tmp_path / "xportrait" / NAME).exists()
+
+
+def test_cli_refuses_a_mirror_that_serves_another_file(mirror, tmp_path):
+    url, ranges = mirror
+    done = run_cli("--models-dir", str(tmp_path), "--url", url)
+    assert done.returncode == 1
+    assert f"{len(PAYLOAD):,} bytes" in done.stderr and "not the known file" in done.stderr
+    assert "nothing was written" in done.stderr and len(ranges) == 1
+    folder = tmp_path / "xportrait"
+    assert not (folder / NAME).exists() and not (folder / f"{NAME}.part").exists()

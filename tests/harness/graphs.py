@@ -50,3 +50,67 @@ def xportrait_graph(frames: int = 3, steps: int = 2, size: int = 128, seed: int 
     out = g.node(output, images=decoded.out(0)) if output == "PreviewImage" else \
         g.node(output, images=decoded.out(0), filename_prefix="xportrait_test")
     return g.finalize(), {"sampler": sampler.id, "output": out.id, "base": base.id, "apply": apply_node.id}
+
+
+# --- the shipped workflows' prompts, made runnable offline and small --------------------------------
+
+PREVIEW_NODES = {"PreviewImage", "XPortraitLandmarkPreview", "XPortraitDrivingPreview"}
+EXAMPLE_FRAMES = 4  # driving frames of the short example clip the tests run
+
+
+def use_landmark_file(prompt: dict, landmarks_file: str = "landmarks.json") -> dict:
+    """Swap each Detect Landmarks node for Load X-Portrait Landmarks (same output) reading the JSON in
+    ComfyUI's input folder: offline there are no detector weights to fetch. The portrait's entry is
+    the one whose images come from Load Image."""
+    for node in prompt.values():
+        if node["class_type"] == "XPortraitDetectLandmarks":
+            images = node["inputs"]["images"]
+            entry = "source" if prompt[images[0]]["class_type"] == "LoadImage" else "driving"
+            node["class_type"] = "XPortraitLoadLandmarks"
+            node["inputs"] = {"images": images, "landmarks_file": landmarks_file, "entry": entry}
+    return prompt
+
+
+def tiny_version(prompt: dict, size: int = 128, steps: int = 4, model_file: str | None = None) -> dict:
+    """The same graph at a small working size and few steps (and another model file if given)."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if model_file and "model_file" in inputs:
+            inputs["model_file"] = model_file
+        if node["class_type"] in ("XPortraitCropFace", "XPortraitEncodeDriving"):
+            inputs["size"] = size
+        if "steps" in inputs and not isinstance(inputs["steps"], list):
+            inputs["steps"] = steps
+    return prompt
+
+
+def without_previews(prompt: dict) -> dict:
+    """The prompt without its preview nodes (nothing else reads them)."""
+    return {nid: node for nid, node in prompt.items() if node["class_type"] not in PREVIEW_NODES}
+
+
+def write_short_example_inputs(source_assets, folder, frames: int) -> None:
+    """The sample portrait, the first `frames` frames of the sample driving video (same name, same
+    rate) and the landmarks file cut to match, in `folder`."""
+    import json
+    import shutil
+    from fractions import Fraction
+    from pathlib import Path
+
+    import av
+    folder = Path(folder)
+    shutil.copyfile(Path(source_assets) / "source_image.png", folder / "source_image.png")
+    with av.open(str(Path(source_assets) / "driving_video.mp4")) as clip:
+        stream = clip.streams.video[0]
+        rate = Fraction(stream.average_rate)
+        images = [f.to_ndarray(format="rgb24") for _, f in zip(range(frames), clip.decode(video=0))]
+    with av.open(str(folder / "driving_video.mp4"), "w") as out:
+        stream = out.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = images[0].shape[1], images[0].shape[0], "yuv420p"
+        stream.options = {"qscale": "2"}
+        for image in images:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+    landmarks = json.loads((Path(source_assets) / "landmarks.json").read_text())
+    landmarks["driving"]["frames"] = landmarks["driving"]["frames"][:frames]
+    (folder / "landmarks.json").write_text(json.dumps(landmarks))

@@ -25,8 +25,11 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, workdir: Path, extra_model_dirs: dict[str, str], input_dir: Path | None = None):
+    def __init__(self, workdir: Path, extra_model_dirs: dict[str, str], input_dir: Path | None = None,
+                 extra_args: list[str] = (), env: dict[str, str] | None = None):
+        """`extra_args` are added to ComfyUI's command line, `env` to its environment."""
         self.workdir = Path(workdir)
+        self.extra_args, self.env = list(extra_args), dict(env or {})
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.output_dir = self.workdir / "output"
@@ -47,10 +50,10 @@ class ComfyServer:
                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME,
                "--extra-model-paths-config", str(self.config), "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
                "--front-end-root", str(self.workdir / "frontend"), "--database-url", "sqlite:///:memory:",
-               "--disable-auto-launch"]
+               "--disable-auto-launch", *self.extra_args]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfy, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

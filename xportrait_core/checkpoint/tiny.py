@@ -12,41 +12,15 @@ import zlib
 
 import torch
 
-from .architecture import COMPONENTS, SCHEDULE_BUFFERS, TINY, XPortraitConfig, expected_inventory
+from .architecture import COMPONENTS, TINY, XPortraitConfig, expected_inventory
 from .components import official_key
+from .rebuild import ddpm_schedule
 from ..temporal import sinusoidal_position_table
-
-TIMESTEPS, LINEAR_START, LINEAR_END = 1000, 0.00085, 0.012
 
 
 def official_inventory(config: XPortraitConfig) -> dict[str, tuple[int, ...]]:
     """Every key and shape of the whole official file for these widths."""
     return {official_key(c, k): shape for c in COMPONENTS for k, shape in expected_inventory(c, config).items()}
-
-
-def ddpm_schedule() -> dict[str, torch.Tensor]:
-    """LatentDiffusion's 13 registered buffers: computed in float64, stored as float32."""
-    betas = torch.linspace(LINEAR_START ** 0.5, LINEAR_END ** 0.5, TIMESTEPS, dtype=torch.float64) ** 2
-    alphas = 1.0 - betas
-    abar = torch.cumprod(alphas, 0)
-    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-    posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
-    values = {
-        "betas": betas,
-        "alphas_cumprod": abar,
-        "alphas_cumprod_prev": abar_prev,
-        "sqrt_alphas_cumprod": abar.sqrt(),
-        "sqrt_one_minus_alphas_cumprod": (1.0 - abar).sqrt(),
-        "log_one_minus_alphas_cumprod": (1.0 - abar).log(),
-        "sqrt_recip_alphas_cumprod": (1.0 / abar).sqrt(),
-        "sqrt_recipm1_alphas_cumprod": (1.0 / abar - 1).sqrt(),
-        "posterior_variance": posterior_variance,
-        "posterior_log_variance_clipped": posterior_variance.clamp(min=1e-20).log(),
-        "posterior_mean_coef1": betas * abar_prev.sqrt() / (1.0 - abar),
-        "posterior_mean_coef2": (1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar),
-        "logvar": torch.zeros(TIMESTEPS, dtype=torch.float64),
-    }
-    return {name: values[name].float() for name in SCHEDULE_BUFFERS}
 
 
 def _random_parameter(key: str, shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
