@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from harness.file_server import FileServer, closed_port_url, sources_env
-from harness.recorder import recorder_node
+from harness.recorder import network_weights, recorder_node, run_recorded
 from xportrait_core.checkpoint.components import split_components
 from xportrait_core.checkpoint.tiny import build_random_checkpoint, save_official_th
 
@@ -94,19 +94,7 @@ def loaders_prompt(download: bool, loaders=tuple(LOADERS)):
 
 
 def run(comfy, prompt):
-    _Recorder.seen.clear()
-    result = comfy.run(prompt)
-    built = dict(_Recorder.seen)
-    _Recorder.seen.clear()
-    return result, built
-
-
-def weights_of(component: str, built) -> dict[str, torch.Tensor]:
-    if component == "unet":
-        return built.model.diffusion_model.state_dict()
-    if component == "vae":
-        return built.first_stage_model.state_dict()
-    return built.model.state_dict()
+    return run_recorded(comfy, _Recorder, prompt)
 
 
 def assert_loaded_from(checkpoint: Checkpoint, built: dict):
@@ -116,7 +104,7 @@ def assert_loaded_from(checkpoint: Checkpoint, built: dict):
         if component == "empty_prompt":
             assert torch.equal(obj[0][0], checkpoint.context)
             continue
-        got = weights_of(component, obj)
+        got = network_weights(component, obj)
         assert sorted(got) == sorted(parts[component]), component
         for key, value in parts[component].items():
             assert torch.equal(got[key].cpu(), value.to(got[key].dtype)), f"{component}.{key}"

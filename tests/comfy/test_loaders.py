@@ -23,7 +23,7 @@ from xportrait_core.checkpoint.split import OUTPUT_FILES
 from xportrait_core.checkpoint.tiny import build_random_checkpoint, save_official_th
 from xportrait_core.convert import convert
 from harness.tiny_models import LEFTOVERS, RELEASE_VARIANTS, release_variant, save_like_the_release
-from harness.recorder import recorder_node
+from harness.recorder import network_weights, recorder_node, run_recorded
 
 OFFICIAL = "tiny_official.th"
 RECORDER = "XPortraitTestRecorder"
@@ -83,21 +83,9 @@ def loader_prompt(files: dict[str, str], weight_dtype: str):
 
 
 def run_loaders(comfy, files: dict[str, str], weight_dtype: str) -> dict:
-    _Recorder.seen.clear()
-    result = comfy.run(loader_prompt(files, weight_dtype))
+    result, built = run_recorded(comfy, _Recorder, loader_prompt(files, weight_dtype))
     assert result.success, result.error_text()
-    built = dict(_Recorder.seen)
-    _Recorder.seen.clear()
     return built
-
-
-def weights_of(component: str, built) -> dict[str, torch.Tensor]:
-    """The state dict of the network a loader output wraps."""
-    if component == "unet":
-        return built.model.diffusion_model.state_dict()
-    if component == "vae":
-        return built.first_stage_model.state_dict()
-    return built.model.state_dict()
 
 
 def expected_weights(state: dict, component: str) -> dict[str, torch.Tensor]:
@@ -119,7 +107,7 @@ def test_loaders_build_the_exact_weights_from_the_official_file(comfy, library, 
     assert set(built) == {c for outputs in LOADERS.values() for c in outputs}
     for component, obj in built.items():
         dtype = None if component == "vae" else DTYPES[weight_dtype]  # the VAE loader has no dtype choice
-        assert_same_weights(component, weights_of(component, obj), expected_weights(library.state, component), dtype)
+        assert_same_weights(component, network_weights(component, obj), expected_weights(library.state, component), dtype)
 
 
 @pytest.mark.parametrize("converted_dtype", ["fp32", "fp16"])
@@ -132,8 +120,8 @@ def test_converted_files_give_the_same_networks_as_the_official_file(comfy, libr
                                  weight_dtype)
     assert set(from_converted) == set(from_official)
     for component in from_official:
-        official = weights_of(component, from_official[component])
-        mine = weights_of(component, from_converted[component])
+        official = network_weights(component, from_official[component])
+        mine = network_weights(component, from_converted[component])
         if component == "vae" and converted_dtype == "fp16":  # stored fp16: the VAE holds the rounded values
             official = {k: v.half().to(mine[k].dtype) for k, v in official.items()}
         assert sorted(mine) == sorted(official)
@@ -181,10 +169,10 @@ def test_official_file_is_opened_once_and_reopened_only_when_it_changes(comfy, l
     assert open_counter.count(str(path)) == 2, "a changed file must be opened again"
     assert model_files.open_file(name) is not parts
     for component in ("unet", "temporal", "pose_controlnet"):
-        assert_same_weights(component, weights_of(component, second[component]),
+        assert_same_weights(component, network_weights(component, second[component]),
                             expected_weights(changed, component), torch.float32)
-        old = weights_of(component, first[component])
-        new = weights_of(component, second[component])
+        old = network_weights(component, first[component])
+        new = network_weights(component, second[component])
         assert any(not torch.equal(old[k], new[k]) for k in old), f"{component} still has the old weights"
 
 
@@ -241,7 +229,7 @@ def test_plain_sd15_checkpoint_is_named_in_the_temporal_loader_error(comfy, libr
     assert "holds no temporal modules" in text and "model_state-415001.th" in text
     # The same file is a valid backbone for the base-model loader.
     built = run_loaders(comfy, {"XPortraitLoadBaseModel": "sd15_like.ckpt"}, "fp32")
-    assert_same_weights("unet", weights_of("unet", built["unet"]), expected_weights(library.state, "unet"),
+    assert_same_weights("unet", network_weights("unet", built["unet"]), expected_weights(library.state, "unet"),
                         torch.float32)
 
 
@@ -345,15 +333,12 @@ def test_release_shaped_file_and_its_variants_load_through_every_loader_node(
     path = save_like_the_release(library.root / name, release_variant(release_state, variant),
                                  byteorder_record=variant != "no byteorder")
     try:
-        _Recorder.seen.clear()
         with caplog.at_level(logging.WARNING, logger="xportrait"):
-            result = comfy.run(every_loader_prompt(name))
+            result, built = run_recorded(comfy, _Recorder, every_loader_prompt(name))
         assert result.success, result.error_text()
-        built = dict(_Recorder.seen)
-        _Recorder.seen.clear()
         for component in (c for outputs in LOADERS.values() for c in outputs):
             dtype = None if component == "vae" else torch.float32
-            assert_same_weights(component, weights_of(component, built[component]),
+            assert_same_weights(component, network_weights(component, built[component]),
                                 expected_weights(release_state, component), dtype)
         context = built["empty_prompt"][0][0]
         assert context.shape == (1, 77, 768) and context.std() > 0.1
