@@ -2,15 +2,17 @@
 
 The example graph's nodes, with the sample portrait and the sample driving video repeated to N
 frames (its 68-point landmarks repeated alongside, read by Load X-Portrait Landmarks instead of
-detected, to keep the run short), 512x512, one ddim step, VAE decode, Preview Image. Each clip
-length runs in its own process (peak RSS only grows), in-process through ComfyUI's executor on
-the CPU, or the GPU with --gpu (on the CPU, ComfyUI's attention at 512x512 - 4,096 tokens
-against an 8,192-token reference bank - takes about 15 s per frame on two cores, and its score
-matrices dominate the peak). Prints, per N: peak RSS, the IMAGE batches ComfyUI holds anyway (the repeated input
-and the decoded output, at N frames of 512x512x3 float32 each), the rest ("pack and other"), and
-seconds per frame.
+detected, to keep the run short), one ddim step, VAE decode, Preview Image. The driving clip is
+512x512; `--size` sets the working size (portrait, hints, output). Each clip length runs in its
+own process (peak RSS only grows), in-process through ComfyUI's executor on the CPU, or the GPU
+with --gpu. On the CPU at the working size 512, ComfyUI's attention (4,096 tokens against an
+8,192-token reference bank) takes about 15 s per frame on two cores and its score matrices
+dominate the peak, so CPU runs use `--size 128`: what the pack keeps per driving frame does not
+depend on the working size. Prints, per N: peak RSS, the IMAGE batches ComfyUI holds anyway (the
+repeated input and the cut input at 512x512x3 float32, the decoded output at the working size),
+the rest ("pack and other"), and seconds per frame.
 
-    python bench/long_clip_memory.py [--frames 250 500 1000 1500] [--gpu]     (needs ../shared)
+    python bench/long_clip_memory.py [--frames 250 500 1000 1500] [--size 128] [--gpu]   (needs ../shared)
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def rss_gib() -> float:
     return float("nan")
 
 
-def child(frames: int, gpu: bool) -> None:
+def child(frames: int, gpu: bool, size: int) -> None:
     from harness.inprocess import InProcessComfy
     from harness.paths import SHARED
     from harness.tiny_models import PARITY_MODEL, populate_model_dir
@@ -62,12 +64,15 @@ def child(frames: int, gpu: bool) -> None:
     repeated = g.node("RepeatImageBatch", image=video.out(0), amount=math.ceil(frames / len(recorded)))
     driving_frames = g.node("ImageFromBatch", image=repeated.out(0), batch_index=0, length=frames)
     portrait = g.node("LoadImage", image="source_image.png")
+    if size != 512:  # the working size: the portrait and Encode Driving's output; the clip stays 512x512
+        portrait = g.node("ImageScale", image=portrait.out(0), upscale_method="bilinear", width=size, height=size,
+                          crop="disabled")
     drive_marks = g.node("XPortraitLoadLandmarks", images=driving_frames.out(0), landmarks_file="bench_driving.json",
                          entry="driving")
     source_marks = g.node("XPortraitLoadLandmarks", images=portrait.out(0), landmarks_file="bench_source.json",
                           entry="driving")
     driving = g.node("XPortraitEncodeDriving", driving_frames=driving_frames.out(0), driving_landmarks=drive_marks.out(0),
-                     source_landmarks=source_marks.out(0), best_frame=-1, landmark_smoothing=0.0, size=512, fps=12.0)
+                     source_landmarks=source_marks.out(0), best_frame=-1, landmark_smoothing=0.0, size=size, fps=12.0)
     load = {k: g.node(k, model_file=PARITY_MODEL, weight_dtype="fp32") for k in (
         "XPortraitLoadBaseModel", "XPortraitLoadTemporalModules", "XPortraitLoadReferenceNet",
         "XPortraitLoadMotionControlNet", "XPortraitLoadLocalControlNet")}
@@ -96,7 +101,8 @@ def child(frames: int, gpu: bool) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     batch = frames * 512 * 512 * 3 * 4 / 2**30
     repeated_frames = math.ceil(frames / len(recorded)) * len(recorded)
-    held = batch * (repeated_frames / frames) + batch + batch  # repeated input, cut input, decoded output
+    output = frames * size * size * 3 * 4 / 2**30
+    held = batch * (repeated_frames / frames) + batch + output  # repeated input, cut input, decoded output
     print(json.dumps({"frames": frames, "rss_before": before, "peak": peak, "image_batch": batch,
                       "comfyui_images": held, "rest": peak - before - held, "s_per_frame": seconds / frames}))
 
@@ -105,16 +111,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, nargs="+", default=[250, 500, 1000, 1500])
     ap.add_argument("--gpu", action="store_true", help="sample on the GPU (host RSS is still what is measured)")
+    ap.add_argument("--size", type=int, default=512,
+                    help="working size (portrait, hints, output); the driving clip stays 512x512. 128 makes a CPU "
+                         "run take minutes instead of hours, without changing what the pack keeps per frame")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.gpu)
+        child(args.child, args.gpu, args.size)
         return
-    print(f"\n{time.strftime('%Y-%m-%d')}, {'GPU' if args.gpu else 'CPU'}, tiny weights, 512x512, 1 ddim step, official 16/4 windows\n")
+    print(f"\n{time.strftime('%Y-%m-%d')}, {'GPU' if args.gpu else 'CPU'}, tiny weights, 512x512 driving clip, "
+          f"working size {args.size}, 1 ddim step, official 16/4 windows\n")
     print("| frames | peak RSS GiB | one IMAGE batch GiB | IMAGE batches ComfyUI holds GiB | rest GiB (pack, "
           "models, ComfyUI) | rest / IMAGE batch | s/frame |\n|---|---|---|---|---|---|---|")
     for n in args.frames:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n)] + (["--gpu"] if args.gpu else []),
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--size", str(args.size)]
+                             + (["--gpu"] if args.gpu else []),
                              capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
         if line is None:
