@@ -50,9 +50,12 @@ class HintFeatureCache:
                         encode(hint_rows(list(range(start, min(start + ENCODE_CHUNK, clip_frames)))))
                         for start in range(0, clip_frames, ENCODE_CHUNK)])
         features = self._features[key]
-        if features is None:
-            return None
-        if features.shape[0] == 1:
-            return features.expand(len(frames), -1, -1, -1)
-        # Slices of the device copy: indexing with a host tensor would sync with the GPU.
-        return take_rows(features, position_runs(list(frames)))
+        return None if features is None else clip_rows(features, frames)
+
+
+def clip_rows(whole: torch.Tensor, frames) -> torch.Tensor:
+    """Rows ``frames`` (indices) of a whole-clip device tensor; a one-frame clip serves every frame."""
+    if whole.shape[0] == 1:
+        return whole.expand(len(frames), -1, -1, -1)
+    # Slices of the device copy: indexing with a host tensor would sync with the GPU.
+    return take_rows(whole, position_runs(list(frames)))

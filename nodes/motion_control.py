@@ -20,7 +20,7 @@ import comfy.model_patcher
 import comfy.utils
 
 from .controlnet_forward import controlnet_residuals, hint_features, walkable
-from .hint_features import REUSE_HINT_FEATURES_OPTION, HintFeatureCache
+from .hint_features import REUSE_HINT_FEATURES_OPTION, HintFeatureCache, clip_rows
 from ..xportrait_core.reference_bank import chunk_runs, position_runs, take_rows
 from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_after
 
@@ -152,12 +152,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         key = (which, size, x.device, dtype)
         if key not in self._sized_hints:
             self._sized_hints[key] = self._sized(which, range(n), size, x.device, dtype)
-        sized = self._sized_hints[key]
-        if sized.shape[0] == 1:
-            return sized.expand(len(frames), -1, -1, -1)
-        # Slices of the device copy: indexing with a host tensor would sync with the GPU.
-        runs = position_runs(frames.tolist())
-        return take_rows(sized, runs)
+        return clip_rows(self._sized_hints[key], frames.tolist())
 
     def _known_features(self, net, which: int, frames: torch.Tensor, x: torch.Tensor, dtype, options):
         """This window's hint features from the run's cache (the hint-feature lever), or None."""
