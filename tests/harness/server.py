@@ -133,5 +133,15 @@ class ComfyServer:
                     break
         finally:
             ws.close()
-        history = self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
-        return {"history": history, "events": events, "prompt_id": prompt_id}
+        return {"history": self.finished_history(prompt_id), "events": events, "prompt_id": prompt_id}
+
+    def finished_history(self, prompt_id: str, timeout: float = 60.0) -> dict:
+        """The prompt's /history entry once ComfyUI has filed it. The websocket's last event is sent
+        from inside the executor, before the queue files the result, so /history can still be empty
+        for a moment after it (a race CI hit on a busy 2-core machine)."""
+        deadline = time.time() + timeout
+        while True:
+            entry = self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
+            if entry.get("status", {}).get("completed") is not None or time.time() > deadline:
+                return entry
+            time.sleep(0.1)
