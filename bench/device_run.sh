@@ -46,6 +46,8 @@ for phase in "$@"; do
     small8) $B --steps 10 --usable-gib 8; $B --steps 10 --reserve-vram 131.8 --memory-cap-gib 8
             $B --steps 10 --usable-gib 8 --comfy-flag=--lowvram ;;
     long) $B --steps 10 --frames 240 ;;
+    fp8) $B --dtype fp8_e4m3fn; $B --dtype fp8_e4m3fn_fast ;;
+    fp8-precision) (cd bench && python3 precision.py --comfyui "../$COMFY" --dtypes fp8_e4m3fn fp8_e4m3fn_fast) ;;
     vae) python3 bench/vae_decode.py --comfyui $COMFY ;;
     profile) $B --steps 3 --profile ;;
     lcm) $B --steps 8 --cfg 1.0 --sampler lcm --scheduler sgm_uniform ;;

@@ -1,11 +1,11 @@
-"""fp16 / bf16 against fp32 at full size: one window's CFG-5 eps at t=991 and a 4-step run.
+"""fp16 / bf16 / fp8 weights against fp32 at full size: one window's CFG-5 eps at t=991 and a 4-step run.
 
 The issue's bound: the pack's fp16 window eps at t=991 within 5.2e-3 rel. L2 of its own fp32
 (the official fp16 autocast's error against the official fp32 on the same random weights), and
 the same order over a 4-step sampler run. Same random weights in every dtype (drawn in fp32,
 then cast), the official 16-frame window, CFG 5, every speed lever on; fp32 with TF32 off.
 
-    python bench/precision.py --comfyui PATH [--dtypes fp16 bf16]
+    python bench/precision.py --comfyui PATH [--dtypes fp16 bf16 fp8_e4m3fn fp8_e4m3fn_fast]
 """
 from __future__ import annotations
 

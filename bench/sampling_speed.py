@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--scheduler", default="ddim_uniform")
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_fast"])
     ap.add_argument("--window-mode", default="official")
     ap.add_argument("--tiny", action="store_true", help="tiny widths on CPU: a dry run of the script itself")
     ap.add_argument("--no-attention-kernels", action="store_true", help="speed lever off: torch/ComfyUI's kernels")

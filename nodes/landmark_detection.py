@@ -11,7 +11,7 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from ..xportrait_core.face.detector import WEIGHTS, ensure_weights
+from ..xportrait_core.face.detector import WEIGHTS, as_uint8_frames, ensure_weights
 from ..xportrait_core.face.fan_weights import PLAIN_FAN, load_landmark_detector
 from ..xportrait_core.face.driving import FaceLandmarks
 from ..xportrait_core.face.resample import resize_numpy
@@ -19,6 +19,11 @@ from . import model_files
 
 FACE_SUBFOLDER = "face"
 OFFICIAL_GRID = 256  # the official code runs FAN on 256x256 copies of the frames
+#: Frames turned into the detector's uint8 input at a time. The conversion goes through float
+#: copies (float64 for the official resize), which for a whole minute-long clip would cost
+#: several times the clip itself; per chunk it costs a few frames, and the uint8 result a quarter
+#: of the IMAGE batch (a sixteenth at the official 256x256).
+DETECTION_CHUNK = 32
 
 
 def face_weights_folder(allow_download: bool) -> str:
@@ -58,12 +63,22 @@ def detect_landmarks(images: torch.Tensor, face: str | int, at_official_size: bo
                      allow_download: bool) -> FaceLandmarks:
     """68-point landmarks of every image, in the images' own pixels; frames without a face are flagged."""
     detector = _detector(face_weights_folder(allow_download), str(mm.get_torch_device()), allow_download)
-    frames = images[..., :3].clamp(0, 1).cpu().numpy()
-    h, w = frames.shape[1:3]
-    if at_official_size:
-        frames = resize_numpy(frames, (OFFICIAL_GRID, OFFICIAL_GRID))
-    points, found, _ = detector.detect(frames, face=face)
+    h, w = images.shape[1:3]
+    points, found, _ = detector.detect(detector_frames(images, at_official_size), face=face)
     if at_official_size:
         points = points * np.array([w / OFFICIAL_GRID, h / OFFICIAL_GRID], dtype=np.float32)
     points = np.nan_to_num(points, nan=0.0)
     return FaceLandmarks(points, found, (h, w))
+
+
+def detector_frames(images: torch.Tensor, at_official_size: bool, chunk: int | None = None) -> np.ndarray:
+    """The detector's uint8 input [N, h, w, 3] for an IMAGE batch, converted ``chunk`` frames at a time
+    (DETECTION_CHUNK by default; each frame on its own, so the chunk size never changes a value)."""
+    chunk = chunk or DETECTION_CHUNK
+    parts = []
+    for start in range(0, images.shape[0], chunk):
+        part = images[start:start + chunk, ..., :3].clamp(0, 1).cpu().numpy()
+        if at_official_size:
+            part = resize_numpy(part, (OFFICIAL_GRID, OFFICIAL_GRID))
+        parts.append(as_uint8_frames(part))
+    return np.concatenate(parts)

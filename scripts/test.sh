@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite against a real ComfyUI on CPU.
+# Set up (idempotent) and run the whole test suite against a real ComfyUI on CPU. tests/install/
+# also builds (idempotent) the Manager-style installs beside the current and the floor ComfyUI.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"

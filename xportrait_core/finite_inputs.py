@@ -10,15 +10,23 @@ import numpy as np
 import torch
 
 SHOWN_FRAMES = 10
+#: Bytes of input checked at a time. torch.isfinite builds a full-size float temporary (|x|) and
+#: several bool masks, about 1.75x its input: for a whole minute-long clip that is gigabytes.
+CHECK_CHUNK_BYTES = 64 * 2**20
 
 
 def nonfinite_frames(values) -> list[int]:
     """Indices along the first axis whose entries are not all finite (tensor or array)."""
     if isinstance(values, torch.Tensor):
-        if values.is_floating_point():
-            bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(dim=1)
-            return torch.nonzero(bad).flatten().tolist()
-        return []
+        if not values.is_floating_point() or values.shape[0] == 0:
+            return []
+        count = values.shape[0]
+        step = max(1, CHECK_CHUNK_BYTES // max(1, values[0].numel() * values.element_size()))
+        # Sliced before the reshape: a non-contiguous input (an RGBA batch cut to RGB) is then
+        # copied a chunk at a time, never whole.
+        bad = [~torch.isfinite(values[start:start + step].reshape(min(step, count - start), -1)).all(dim=1)
+               for start in range(0, count, step)]
+        return torch.nonzero(torch.cat(bad)).flatten().tolist()
     array = np.asarray(values)
     if not np.issubdtype(array.dtype, np.floating):
         return []

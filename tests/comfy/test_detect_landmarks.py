@@ -2,6 +2,7 @@
 errors, and a run with stand-in (random) weights in the released files' format."""
 from __future__ import annotations
 
+import numpy
 import torch
 
 
@@ -46,3 +47,18 @@ def test_detects_with_stand_in_weights_in_a_face_folder(comfy, tmp_path_factory)
     assert landmarks.found.dtype == bool and torch.isfinite(torch.from_numpy(landmarks.points)).all()
     assert not any(name.startswith("face/") for name in comfy.node_class("XPortraitLoadBaseModel")
                    .GET_NODE_INFO_V1()["input"]["required"]["model_file"][1].get("options", []))
+
+
+def test_detector_input_is_converted_in_chunks_with_the_same_values(comfy):
+    # Long clips: the float (float64 for the official resize) copies are made a chunk at a time;
+    # the chunk size must not change a single value of what the detector sees.
+    from harness.parity_rig import pack_module
+    detection = pack_module("nodes.landmark_detection")
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(7, 72, 88, 3, generator=generator) * 1.2 - 0.1  # also outside 0..1
+    for official in (True, False):
+        whole = detection.detector_frames(images, official, chunk=len(images))
+        chunked = detection.detector_frames(images, official, chunk=3)
+        side = (detection.OFFICIAL_GRID,) * 2 if official else (72, 88)
+        assert whole.dtype == chunked.dtype == numpy.uint8 and whole.shape == (7, *side, 3)
+        assert numpy.array_equal(whole, chunked)

@@ -18,6 +18,21 @@ def test_nonfinite_frames_finds_each_bad_frame():
     assert nonfinite_frames(torch.zeros(3, 2, dtype=torch.long)) == []
 
 
+def test_nonfinite_frames_checks_a_chunk_at_a_time_with_the_same_answer(monkeypatch):
+    import xportrait_core.finite_inputs as finite
+    rgba = torch.rand(11, 5, 4, 4)
+    rgba[0, 1, 0, 0] = float("nan")
+    rgba[6, 2, 3, 1] = -float("inf")
+    rgba[10, 0, 0, 2] = float("nan")
+    rgba[3, 0, 0, 3] = float("nan")  # in the alpha channel: cut off below, so not a bad frame
+    rgb = rgba[..., :3]  # non-contiguous, as Encode Driving sees an RGBA batch
+    whole = nonfinite_frames(rgb)
+    assert whole == [0, 6, 10]
+    for frames_per_chunk in (1, 3, 4):
+        monkeypatch.setattr(finite, "CHECK_CHUNK_BYTES", frames_per_chunk * rgb[0].numel() * rgb.element_size())
+        assert nonfinite_frames(rgb) == whole
+
+
 def test_require_finite_names_input_frames_and_fix():
     x = torch.zeros(30, 2)
     x[3:25, 0] = float("nan")

@@ -46,6 +46,10 @@ class InProcessComfy:
         root = str(comfyui_dir())
         if root not in sys.path:
             sys.path.insert(0, root)
+        # As main.py does before anything else: ComfyUI's own `utils` package first. Older nodes.py
+        # (0.16) put comfy/ at the front of sys.path when imported, where comfy/utils.py would
+        # then shadow it and core nodes importing utils.install_util would fail to load.
+        import utils.install_util  # noqa: F401
         import comfy.options
         comfy.options.enable_args_parsing(False)
         import comfy.cli_args

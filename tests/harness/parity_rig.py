@@ -38,9 +38,10 @@ def tiny_components() -> dict[str, dict]:
 class TinyRig:
     """Base MODEL, VAE, temporal modules, reference net and ControlNets of the parity model."""
 
-    def __init__(self, weight_dtype: str = "fp32"):
+    def __init__(self, weight_dtype: str = "fp32", parts: dict[str, dict] | None = None):
+        """``parts``: the components to build from (tiny_components() by default)."""
         networks = pack_module("nodes.networks")
-        parts = tiny_components()
+        parts = tiny_components() if parts is None else parts
         self.parts = parts
         self.model = networks.build_base_model(parts["unet"], weight_dtype)
         self.vae = networks.build_vae(parts["vae"])

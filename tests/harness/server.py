@@ -26,9 +26,13 @@ def free_port() -> int:
 
 class ComfyServer:
     def __init__(self, workdir: Path, extra_model_dirs: dict[str, str], input_dir: Path | None = None,
-                 extra_args: list[str] = (), env: dict[str, str] | None = None):
-        """`extra_args` are added to ComfyUI's command line, `env` to its environment."""
+                 extra_args: list[str] = (), env: dict[str, str] | None = None, python: str | None = None,
+                 comfyui: Path | None = None):
+        """`extra_args` are added to ComfyUI's command line, `env` to its environment. `python` and
+        `comfyui` run another install (tests/install: a fresh venv beside another ComfyUI); by
+        default the test venv's interpreter runs the ComfyUI that scripts/setup_env.sh provisioned."""
         self.workdir = Path(workdir)
+        self.python, self.comfyui = python or sys.executable, Path(comfyui) if comfyui else None
         self.extra_args, self.env = list(extra_args), dict(env or {})
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -45,8 +49,8 @@ class ComfyServer:
         self.proc = None
 
     def start(self, timeout: float = 240.0) -> "ComfyServer":
-        comfy = comfyui_dir()
-        cmd = [sys.executable, str(comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        comfy = self.comfyui or comfyui_dir()
+        cmd = [self.python, str(comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME,
                "--extra-model-paths-config", str(self.config), "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
                "--front-end-root", str(self.workdir / "frontend"), "--database-url", "sqlite:///:memory:",

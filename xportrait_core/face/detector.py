@@ -93,7 +93,7 @@ def load_detector(folder: str | os.PathLike, device: torch.device | str | None =
     return LandmarkDetector(load_fan(paths["fan"]), load_s3fd(paths["s3fd"]), device, **options)
 
 
-def _as_uint8_frames(images) -> np.ndarray:
+def as_uint8_frames(images) -> np.ndarray:
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if array.ndim != 4 or array.shape[-1] not in (3, 4) or array.shape[0] < 1:
         raise ValueError(f"images must be a batch of RGB frames [N, H, W, 3], got shape {array.shape}")
@@ -169,7 +169,7 @@ class LandmarkDetector:
         """
         if not (face in FACE_CHOICES or (isinstance(face, int) and not isinstance(face, bool) and face >= 0)):
             raise ValueError(f"face must be one of {FACE_CHOICES} or a face index >= 0, got {face!r}")
-        frames = _as_uint8_frames(images)
+        frames = as_uint8_frames(images)
         count = len(frames)
         chosen = np.full((count, 5), np.nan)
         for i, candidates in enumerate(self.face_boxes(frames)):
@@ -180,13 +180,17 @@ class LandmarkDetector:
         landmarks = np.full((count, 68, 2), np.nan, np.float32)
         if not found.any():
             return landmarks, found, chosen.astype(np.float32)
-        windows = [centre_and_scale(box) for box in chosen[found]]
-        crops = np.stack([crop_for_fan(frames[i], c, s, CROP_RESOLUTION)
-                          for i, (c, s) in zip(np.flatnonzero(found), windows)])
-        maps = self.heatmaps(crops)
-        for row, (i, (centre, scale)) in enumerate(zip(np.flatnonzero(found), windows)):
-            _, points, _ = decode_heatmaps(maps[row:row + 1], centre, scale, self.integer_coords)
-            landmarks[i] = points[0]
+        # One network batch at a time: the float heatmaps take 1.1 MB per face (twice that
+        # while flipped), so a long clip's whole set would cost more than the clip itself.
+        with_face = np.flatnonzero(found)
+        for start in range(0, len(with_face), self.batch_size):
+            part = with_face[start:start + self.batch_size]
+            windows = [centre_and_scale(chosen[i]) for i in part]
+            crops = np.stack([crop_for_fan(frames[i], c, s, CROP_RESOLUTION) for i, (c, s) in zip(part, windows)])
+            maps = self.heatmaps(crops)
+            for row, (i, (centre, scale)) in enumerate(zip(part, windows)):
+                _, points, _ = decode_heatmaps(maps[row:row + 1], centre, scale, self.integer_coords)
+                landmarks[i] = points[0]
         return landmarks, found, chosen.astype(np.float32)
 
 
