@@ -36,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))  # xportrait_core, for the stand-in face weights
+sys.path.insert(0, str(REPO))  # xportrait_core, which the harness's stand-in face weights use
 
 
 def rss_gib() -> float:
@@ -50,22 +50,10 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def stand_in_face_weights(folder: Path) -> None:
-    """Random S3FD and plain-weights FAN files under the released names: what detection keeps per
-    frame does not depend on the weights (a random detector may find no face, which is fine here)."""
-    import torch
-    from xportrait_core.face.networks.fan2d import FAN2D
-    from xportrait_core.face.networks.s3fd import S3FD
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    torch.save(FAN2D().state_dict(), folder / "2DFAN4-11f355bf06.pth.tar")
-    torch.save(S3FD().state_dict(), folder / "s3fd-619a316812.pth")
-
-
 def child(frames: int, gpu: bool, size: int, detect: bool, detection_chunk: int | None) -> None:
     from harness.inprocess import InProcessComfy
     from harness.paths import SHARED
-    from harness.tiny_models import PARITY_MODEL, populate_model_dir
+    from harness.tiny_models import PARITY_MODEL, populate_model_dir, write_stand_in_face_weights
 
     work = Path(tempfile.mkdtemp())
     model_dir = populate_model_dir(work / "models" / "xportrait")
@@ -88,7 +76,7 @@ def child(frames: int, gpu: bool, size: int, detect: bool, detection_chunk: int 
     repeated = g.node("RepeatImageBatch", image=video.out(0), amount=math.ceil(frames / len(recorded)))
     driving_frames = g.node("ImageFromBatch", image=repeated.out(0), batch_index=0, length=frames)
     if detect:  # only the detection branch: Detect Landmarks on the clip, shown as text
-        stand_in_face_weights(model_dir / "face")
+        write_stand_in_face_weights(model_dir / "face")  # random: it may find no face, which is fine here
         if detection_chunk:
             from harness.parity_rig import pack_module
             pack_module("nodes.landmark_detection").DETECTION_CHUNK = detection_chunk
@@ -133,30 +121,28 @@ def report(comfy, g, frames: int, size: int, recorded: int, detect: bool) -> Non
     before = rss_gib()
     # Where the peak happens: at each node start, the current RSS and the peak reached so far.
     marks: list[tuple[str, float, float]] = []
-    send = comfy.server.send_sync
 
-    def send_and_mark(event, data, sid=None):
-        if event == "executing" and data.get("node"):
-            marks.append((prompt[data["node"]]["class_type"], rss_gib(), peak_gib()))
-        send(event, data, sid)
-
-    comfy.server.send_sync = send_and_mark
-
-    class Watched(type(comfy.server)):  # the executor announces nodes only to a client
+    class Watched(type(comfy.server)):
+        # The executor announces each node only while a client is connected.
         client_id = property(lambda self: "bench", lambda self, value: None)
+
+        def send_sync(self, event, data, sid=None):
+            if event == "executing" and data.get("node"):
+                marks.append((prompt[data["node"]]["class_type"], rss_gib(), peak_gib()))
+            super().send_sync(event, data, sid)
 
     comfy.server.__class__ = Watched
     t0 = time.perf_counter()
     result = comfy.run(prompt)
     seconds = time.perf_counter() - t0
+    if not result.success:
+        raise SystemExit(result.error_text())
     marks.append(("(end)", rss_gib(), peak_gib()))
     per_node = [(marks[i][0], marks[i][1], marks[i + 1][2]) for i in range(len(marks) - 1)]
     print(json.dumps({"per_node": per_node}), file=sys.stderr)
+    peak = marks[-1][2]
     # The node during which the peak was reached, and how far above its starting RSS it went.
-    peak_node, peak_start, _ = next(n for n in per_node if n[2] >= per_node[-1][2])
-    if not result.success:
-        raise SystemExit(result.error_text())
-    peak = peak_gib()
+    peak_node, peak_start, _ = next(n for n in per_node if n[2] >= peak)
     batch = frames * 512 * 512 * 3 * 4 / 2**30
     repeated_frames = math.ceil(frames / recorded) * recorded
     output = 0.0 if detect else frames * size * size * 3 * 4 / 2**30

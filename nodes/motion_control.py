@@ -21,6 +21,7 @@ import comfy.utils
 
 from .controlnet_forward import controlnet_residuals, hint_features, walkable
 from .hint_features import REUSE_HINT_FEATURES_OPTION, HintFeatureCache, clip_rows
+from .networks import storage_only
 from ..xportrait_core.reference_bank import chunk_runs, position_runs, take_rows
 from ..xportrait_core.residual_reuse import WindowResidualCache, frames_needed_after
 
@@ -174,7 +175,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         total = None
         for net, strength, which in active:
             dtype = getattr(net, "manual_cast_dtype", None) or net.model.dtype
-            if dtype.itemsize == 1:  # fp8 weights are storage only: compute in the sampler's dtype
+            if storage_only(dtype):  # fp8 weights: compute in the sampler's dtype
                 dtype = x_in.dtype
             features = self._known_features(net, which, frames, x_in, dtype, options)
             h = self._hint_frames(which, frames, x_in, dtype) if features is None else None

@@ -44,11 +44,16 @@ def sd15_model_config(unet_like_sd: dict) -> comfy.supported_models.SD15:
     return comfy.supported_models.SD15(detected)
 
 
-def _dtypes(sd: dict, weight_dtype: str, supported) -> tuple[torch.device, torch.dtype, object]:
+def _chosen_dtype(weight_dtype: str) -> torch.dtype | None:
+    """The dtype a `weight_dtype` choice names (None for auto)."""
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype '{weight_dtype}' is not one of {sorted(WEIGHT_DTYPES)}")
+    return WEIGHT_DTYPES[weight_dtype]
+
+
+def _dtypes(sd: dict, weight_dtype: str, supported) -> tuple[torch.device, torch.dtype, object]:
     load_device = mm.get_torch_device()
-    dtype = WEIGHT_DTYPES[weight_dtype]
+    dtype = _chosen_dtype(weight_dtype)
     if dtype is None:
         dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd), supported_dtypes=list(supported),
                               weight_dtype=comfy.utils.weight_dtype(sd))
@@ -128,22 +133,19 @@ def build_temporal_modules(temporal_sd: dict, weight_dtype: str = "auto") -> com
 
     The module set adopts the given tensors; pass copies if they must not be shared.
     """
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype '{weight_dtype}' is not one of {sorted(WEIGHT_DTYPES)}")
-    dtype = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype()
+    dtype = _chosen_dtype(weight_dtype) or mm.unet_dtype()
+    load_device = mm.get_torch_device()
     if not storage_only(dtype):
         modules = TemporalModuleSet.from_state_dict(temporal_sd, operations=comfy.ops.disable_weight_init)
         modules = modules.to(dtype=dtype).eval()
     else:
         # fp8: casting layers, and only the weights are stored in fp8; the position tables stay
         # exact. The modules then compute in the UNet's dtype (see temporal_injection).
-        load_device = mm.get_torch_device()
         ops = _operations(dtype, mm.unet_manual_cast(dtype, load_device), load_device, weight_dtype)
         modules = TemporalModuleSet.from_state_dict(temporal_sd, operations=ops).eval()
         for parameter in modules.parameters():
             parameter.data = parameter.data.to(dtype)
-    return core_model_patcher()(modules, load_device=mm.get_torch_device(),
-                                offload_device=mm.unet_offload_device())
+    return core_model_patcher()(modules, load_device=load_device, offload_device=mm.unet_offload_device())
 
 
 def _vae_ddconfig(vae_sd: dict) -> dict:

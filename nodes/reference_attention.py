@@ -21,6 +21,7 @@ from ..xportrait_core.reference_bank import (REFERENCE_MODES, ReferenceBank, chu
 from .attention_choice import OVERRIDE_OPTION
 from .compiled_blocks import compile_on, compiled_while, unet_blocks
 from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
+from .networks import storage_only
 
 REFERENCE_KEY = "xportrait_reference"
 BANK_OPTION = "xportrait_reference_kv"
@@ -76,7 +77,7 @@ class ReferenceState:
                 compiled: bool = False) -> ReferenceBank:
         net = self.reference_net.model
         dtype = getattr(self.reference_net, "compute_dtype", None) or next(net.parameters()).dtype
-        if dtype.itemsize == 1:  # fp8 weights are storage only: compute in the sampler's dtype
+        if storage_only(dtype):  # fp8 weights: compute in the sampler's dtype
             dtype = context.dtype
         device = context.device
         refs = self.latents.shape[0]

@@ -14,6 +14,7 @@ from comfy.patcher_extension import PatcherInjection
 from ..xportrait_core.temporal import INPUT_BLOCK_SLOTS, TemporalModule, TemporalModuleSet
 
 from .attention_choice import temporal_attention
+from .networks import storage_only
 from .speed_options import TEMPORAL_KERNEL_OPTION
 
 TEMPORAL_KEY = "xportrait_temporal"
@@ -30,7 +31,7 @@ def frames_per_chunk(batch: int, transformer_options: dict) -> int:
 def run_temporal(layer: TemporalModule, x, emb, context, transformer_options, *unused):
     weight_dtype = next(layer.parameters()).dtype
     # fp8 weights are cast by their layers as they run, so the module computes in the UNet's dtype.
-    compute_dtype = x.dtype if weight_dtype.itemsize == 1 else weight_dtype
+    compute_dtype = x.dtype if storage_only(weight_dtype) else weight_dtype
     attention = temporal_attention(transformer_options.get(TEMPORAL_KERNEL_OPTION, True))
     out = layer(x.to(compute_dtype), frames_per_chunk(x.shape[0], transformer_options), attention)
     return out.to(x.dtype)

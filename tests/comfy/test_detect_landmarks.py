@@ -29,13 +29,9 @@ def test_missing_weights_offline_name_files_urls_and_folder(comfy):
 
 def test_detects_with_stand_in_weights_in_a_face_folder(comfy, tmp_path_factory):
     import folder_paths
-    from xportrait_core.face.networks.fan2d import FAN2D
-    from xportrait_core.face.networks.s3fd import S3FD
+    from harness.tiny_models import write_stand_in_face_weights
     root = tmp_path_factory.mktemp("xportrait_face_models")
-    (root / "face").mkdir()
-    torch.manual_seed(0)
-    torch.save(FAN2D().state_dict(), root / "face" / "2DFAN4-11f355bf06.pth.tar")
-    torch.save(S3FD().state_dict(), root / "face" / "s3fd-619a316812.pth")
+    write_stand_in_face_weights(root / "face")
     folder_paths.add_model_folder_path("xportrait", str(root))
     prompt, preview_id = _graph(download=False)
     result = comfy.run(prompt)

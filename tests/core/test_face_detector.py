@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import socket
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from harness.file_server import FileServer, closed_port_url
 from xportrait_core.face.detector import (WEIGHTS, LandmarkDetector, MissingWeightsError, WeightFile, ensure_weights,
                                           load_detector)
 from xportrait_core.face.networks import FAN2D, S3FD
@@ -164,12 +161,6 @@ def test_random_weight_networks_run_end_to_end():
     assert landmarks.shape == (2, 68, 2) and np.isfinite(landmarks[0]).all() and chosen.shape == (2, 5)
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _registry(base_url: str, digests: dict[str, str | None]) -> dict[str, WeightFile]:
     return {"fan": WeightFile("fan-test.zip", f"{base_url}/fan-test.zip", digests.get("fan"), 100,
                               alternatives=("fan-test.pth.tar",)),
@@ -185,7 +176,7 @@ def test_registry_names_carry_their_sha256_prefix():
 
 def test_missing_weights_name_files_urls_and_folder(tmp_path):
     folder = tmp_path / "models" / "xportrait" / "face"
-    registry = _registry(f"http://127.0.0.1:{_closed_port()}", {})
+    registry = _registry(closed_port_url(""), {})
     for allow in (False, True):
         with pytest.raises(MissingWeightsError) as error:
             ensure_weights(folder, allow_download=allow, weights=registry)
@@ -198,27 +189,15 @@ def test_missing_weights_name_files_urls_and_folder(tmp_path):
 
 
 @pytest.fixture
-def served(tmp_path):
-    root = tmp_path / "site"
-    root.mkdir()
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Quiet, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def served():
+    """Both stand-in weight files on a local HTTP server: (its base URL, the files' bytes)."""
+    payloads = {"fan": b"fan weights " * 1000, "s3fd": b"s3fd weights " * 900}
+    with FileServer({"/fan-test.zip": payloads["fan"], "/s3fd-test.pth": payloads["s3fd"]}) as files:
+        yield files.url(""), payloads
 
 
 def test_download_checks_hashes_and_keeps_present_files(served, tmp_path):
-    root, url = served
-    payloads = {"fan": b"fan weights " * 1000, "s3fd": b"s3fd weights " * 900}
-    (root / "fan-test.zip").write_bytes(payloads["fan"])
-    (root / "s3fd-test.pth").write_bytes(payloads["s3fd"])
+    url, payloads = served
     digests = {role: hashlib.sha256(data).hexdigest() for role, data in payloads.items()}
     folder = tmp_path / "face"
     paths = ensure_weights(folder, allow_download=True, weights=_registry(url, digests))

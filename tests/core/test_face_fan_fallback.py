@@ -2,18 +2,16 @@
 (`2DFAN4-11f355bf06.pth.tar`, a bare state_dict read weights-only), from the folder or downloaded."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import pickle
-import threading
 import zipfile
 from dataclasses import replace
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
+from harness.file_server import FileServer
 from xportrait_core.face.detector import WEIGHTS, MissingWeightsError
 from xportrait_core.face.fan_weights import PLAIN_FAN, load_fan_network
 from xportrait_core.face.networks.fan2d import FAN2D
@@ -103,26 +101,14 @@ def test_without_the_plain_file_and_downloads_off_the_error_names_it(tmp_path):
 
 
 @pytest.fixture
-def site(tmp_path):
-    root = tmp_path / "site"
-    root.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def site(plain_release):
+    """The plain FAN release on a local HTTP server: its URL there."""
+    with FileServer({"/" + PLAIN_FAN.name: plain_release.read_bytes()}) as files:
+        yield files.url("/" + PLAIN_FAN.name)
 
 
 def test_the_plain_release_is_downloaded_and_hash_checked_when_allowed(network, plain_release, site, tmp_path):
-    root, url = site
-    (root / PLAIN_FAN.name).write_bytes(plain_release.read_bytes())
-    served = replace(PLAIN_FAN, url=f"{url}/{PLAIN_FAN.name}",
+    served = replace(PLAIN_FAN, url=site,
                      sha256=hashlib.sha256(plain_release.read_bytes()).hexdigest())
     folder = tmp_path / "face"
     folder.mkdir()

@@ -30,6 +30,18 @@ def populate_model_dir(folder: Path) -> Path:
     return folder
 
 
+def write_stand_in_face_weights(folder: Path, seed: int = 0) -> None:
+    """Random-weight S3FD and plain-weights 2D-FAN files under the released names in `folder`
+    (models/xportrait/face/): Detect Landmarks loads them like the real ones."""
+    from xportrait_core.face.fan_weights import PLAIN_FAN
+    from xportrait_core.face.detector import WEIGHTS
+    from xportrait_core.face.networks import FAN2D, S3FD
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    torch.save(FAN2D().state_dict(), folder / PLAIN_FAN.name)
+    torch.save(S3FD().state_dict(), folder / WEIGHTS["s3fd"].name)
+
+
 def parity_inputs() -> dict[str, torch.Tensor]:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(PARITY / "inputs.safetensors")).items()}
 

@@ -67,12 +67,13 @@ def main() -> None:
     logging.getLogger().addHandler(collected)
 
     from harness.inprocess import InProcessComfy
+    from harness.paths import PACK_NAME
     comfy = InProcessComfy({"xportrait": args.models}, args.output)
     from comfyui_version import __version__ as comfyui_version
     import torch
-    pack_dirs = [d for d in comfy.nodes.LOADED_MODULE_DIRS.values() if Path(d).name == "comfyui-xportrait"]
+    pack_dirs = [d for d in comfy.nodes.LOADED_MODULE_DIRS.values() if Path(d).name == PACK_NAME]
     registered = sorted(name for name, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items()
-                        if str(getattr(cls, "RELATIVE_PYTHON_MODULE", "")).endswith("comfyui-xportrait"))
+                        if str(getattr(cls, "RELATIVE_PYTHON_MODULE", "")).endswith(PACK_NAME))
 
     from harness.graphs import xportrait_graph
     prompt, ids = xportrait_graph(**GRAPH)

@@ -62,7 +62,7 @@ def _requirement_names(path) -> set[str]:
 def _pack_lines(log: str) -> list[str]:
     """Log lines saying the pack (or anything under its folder) failed to import."""
     return [line for line in log.splitlines()
-            if "comfyui-xportrait" in line and ("IMPORT FAILED" in line or "Cannot import" in line
+            if PACK_NAME in line and ("IMPORT FAILED" in line or "Cannot import" in line
                                                  or "Traceback" in line or "Error" in line)]
 
 
