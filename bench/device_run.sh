@@ -26,6 +26,15 @@ for phase in "$@"; do
     precision) (cd bench && python3 precision.py --comfyui "../$COMFY") ;;
     compile) python3 bench/block_compile.py --comfyui $COMFY ;;
     compiled) $B --compile --warm-runs 1 --network-times ;;
+    diag) timeout 420 $B --compile --steps 3 --warm-runs 1 --profile --network-times --memory-trace \
+            --compile-cache "$OUT/inductor-cache.gz" ;;
+    fast) timeout 580 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --network-times \
+            --check-levers cuda_graphs,batch_cond_uncond ;;
+    default-trace) $B --steps 10 --memory-trace ;;
+    final) timeout 400 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --check-levers cuda_graphs
+           timeout 70 $B --steps 10 --memory-trace
+           timeout 60 $B --steps 10 --usable-gib 8
+           timeout 90 $B --steps 10 --frames 240 ;;
     compiled-profile) $B --compile --warm-runs 1 --profile ;;
     compile-cl) python3 bench/block_compile.py --comfyui $COMFY --channels-last ;;
     compile-autotune) python3 bench/block_compile.py --comfyui $COMFY --mode max-autotune-no-cudagraphs ;;
@@ -47,6 +56,7 @@ for phase in "$@"; do
             $B --steps 10 --usable-gib 8 --comfy-flag=--lowvram ;;
     long) $B --steps 10 --frames 240 ;;
     fp8) $B --dtype fp8_e4m3fn; $B --dtype fp8_e4m3fn_fast ;;
+    fp8-quick) $B --steps 10 --dtype fp8_e4m3fn_fast ;;
     fp8-precision) (cd bench && python3 precision.py --comfyui "../$COMFY" --dtypes fp8_e4m3fn fp8_e4m3fn_fast) ;;
     vae) python3 bench/vae_decode.py --comfyui $COMFY ;;
     profile) $B --steps 3 --profile ;;

@@ -25,6 +25,8 @@ import subprocess
 
 import torch
 
+import gpu_diagnostics as diagnostics
+
 REPO = Path(__file__).resolve().parents[1]
 #: The official script on one H200 with the same random weights (../shared/docs/performance-baseline.md).
 OFFICIAL_S_PER_FRAME = 0.921
@@ -115,6 +117,12 @@ class NetworkTimer:
         return out
 
 
+def graph_replays(patched) -> int:
+    """Calls of the timed run replayed from CUDA graphs (the lever's own counter)."""
+    graphs = patched.model_options.get("transformer_options", {}).get("xportrait_cuda_graphs")
+    return getattr(getattr(graphs, "replay", None), "replays", 0)
+
+
 def random_weights(inventory: dict, dtype: torch.dtype, device: str) -> dict:
     """Fan-in-scaled random tensors for every key of a component (timing needs no trained values)."""
     g = torch.Generator(device=device).manual_seed(0)
@@ -143,6 +151,10 @@ def main() -> None:
     ap.add_argument("--no-reuse-hint-features", action="store_true",
                     help="speed lever off: the ControlNets' hint encoder in every step")
     ap.add_argument("--compile", action="store_true", help="speed lever on: compiled UNet blocks (off by default)")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="speed lever on: UNet window calls and ControlNet batches replayed from CUDA graphs")
+    ap.add_argument("--separate-cond-uncond", action="store_true",
+                    help="batch_cond_uncond off: the conditional and unconditional passes one after the other")
     ap.add_argument("--warm-runs", type=int, default=0,
                     help="sampling runs before the timed one (compiling happens in the first)")
     ap.add_argument("--check-levers", nargs="?", const="all", default=None,
@@ -156,6 +168,10 @@ def main() -> None:
     ap.add_argument("--comfy-flag", action="append", default=[],
                     help="a boolean ComfyUI command-line flag to set, e.g. --comfy-flag=--lowvram")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of the sampling run")
+    ap.add_argument("--memory-trace", action="store_true",
+                    help="sample once more with torch's allocation history on and print what is alive at the peak")
+    ap.add_argument("--compile-cache", help="torch.compile's portable cache (gzip): loaded before sampling if the "
+                                            "file exists, written after the warm-up runs otherwise")
     ap.add_argument("--network-times", action="store_true",
                     help="GPU time of the ControlNets and the reference net (CUDA events; also with --profile)")
     args = ap.parse_args()
@@ -212,7 +228,8 @@ def run(args) -> None:
     speed = speed_mod.SpeedOptions(attention_kernels=not args.no_attention_kernels,
                                    reuse_control_residuals=not args.no_reuse_residuals,
                                    compile_blocks=args.compile,
-                                   reuse_hint_features=not args.no_reuse_hint_features)
+                                   reuse_hint_features=not args.no_reuse_hint_features,
+                                   cuda_graphs=args.cuda_graphs, batch_cond_uncond=not args.separate_cond_uncond)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -235,12 +252,15 @@ def run(args) -> None:
         return comfy.sample.sample(model, noise, args.steps, args.cfg, args.sampler, args.scheduler, positive,
                                    negative, start, denoise=1.0, disable_pbar=True, seed=0)
 
+    cache_loaded = diagnostics.compile_cache_load(args.compile_cache)
     warm_s = []
     for _ in range(args.warm_runs):
         t_warm = time.perf_counter()
         sample(patched)
         sync()
         warm_s.append(time.perf_counter() - t_warm)
+    cache_saved = (diagnostics.compile_cache_save(args.compile_cache)
+                   if args.compile and args.warm_runs and cache_loaded == "none" else "not saved")
     reset()
     timer = None
     if (args.profile or args.network_times) and cuda:
@@ -248,18 +268,22 @@ def run(args) -> None:
         timer.wrap(control_mod.XPortraitMotionControl, "_residuals", "ControlNets")
         timer.wrap(pack("nodes.reference_attention").ReferenceState, "_record", "reference net")
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if args.profile else None
+    replays_before = graph_replays(patched)
     t_sample = time.perf_counter()
     if profiler:
         profiler.__enter__()
     samples = sample(patched)
     sync()
-    t_decode = time.perf_counter()
+    sampling_s = time.perf_counter() - t_sample
     if profiler:
         profiler.__exit__(None, None, None)
-        print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=45))
+        print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=110))
     sampling_peak = peak()
+    sampling_reserved = torch.cuda.max_memory_reserved() / 2**30 if cuda else float("nan")
+    replays = graph_replays(patched) - replays_before
     resident = torch.cuda.memory_allocated() / 2**30 if cuda else float("nan")
     reset()
+    t_decode = time.perf_counter()
     images = vae.decode(samples)
     sync()
     t_end = time.perf_counter()
@@ -270,7 +294,6 @@ def run(args) -> None:
             else windows_core.sliding_windows(n) if args.window_mode == "sliding" else [list(range(n))])
     # The per-evaluation figure counts cond and uncond; CFG 1 runs the conditional pass alone.
     evaluations = calls * sum(len(w) for w in plan) * (0.5 if args.cfg == 1.0 else 1.0)
-    sampling_s = t_decode - t_sample
     total_s = encode_s + sampling_s + (t_end - t_decode)  # warm-up runs excluded
     rows_per_call = 2 * min(n, 16) if args.cfg != 1.0 else min(n, 16)
     per_row = (sampling_peak - resident) * 2**30 / rows_per_call / (s // 8) ** 2 if cuda else float("nan")
@@ -281,7 +304,10 @@ def run(args) -> None:
             ("levers", f"attention kernels {'on' if speed.attention_kernels else 'off'}, "
                        f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}, "
                        f"compiled blocks {'on' if speed.compile_blocks else 'off'}, "
-                       f"hint-feature reuse {'on' if speed.reuse_hint_features else 'off'}"),
+                       f"hint-feature reuse {'on' if speed.reuse_hint_features else 'off'}, "
+                       f"CUDA graphs {'on' if speed.cuda_graphs else 'off'}, "
+                       f"cond/uncond {'batched' if speed.batch_cond_uncond else 'separate passes'}"),
+            ("calls replayed from CUDA graphs (UNet windows + ControlNet batches)", replays),
             ("untimed warm-up runs (s)", ", ".join(f"{w:.1f}" for w in warm_s) or "-"),
             ("ComfyUI weight patcher", type(model).__name__),
             ("memory limits", f"usable {args.usable_gib} GiB (blocker), reserve-vram {args.reserve_vram}, "
@@ -295,12 +321,25 @@ def run(args) -> None:
             ("  vs official 0.971 s/frame", f"{OFFICIAL_TOTAL_S_PER_FRAME / (total_s / n):.2f}x"),
             ("effective TFLOP/s", f"{GFLOP_PER_FRAME_EVALUATION * evaluations / sampling_s / 1000:.0f}"),
             ("peak GPU memory, sampling (GiB)", f"{sampling_peak:.2f}"),
+            ("peak GPU memory reserved by torch, sampling (GiB)", f"{sampling_reserved:.2f}"),
             ("resident after sampling (GiB)", f"{resident:.2f}"),
             ("activations per row and latent pixel (bytes)", f"{per_row:.0f}"),
             ("peak GPU memory, VAE decode (GiB)", f"{decode_peak:.2f}"),
             ("output finite", bool(torch.isfinite(images).all()))]
+    if args.compile:
+        rows.append(("compile cache", f"{cache_loaded}; {cache_saved}"))
     if timer is not None:
         rows += timer.rows(sampling_s, calls)
+    try:  # a diagnostics failure must not lose the timings above
+        if profiler:
+            rows += diagnostics.kernel_categories(profiler, sampling_s)
+        if args.memory_trace and cuda:
+            del images
+            with diagnostics.MemoryPeakTrace() as trace:
+                sample(patched)
+            rows += trace.rows()
+    except Exception as error:  # noqa: BLE001 - reported in the table
+        rows.append(("diagnostics failed", repr(error)[:300]))
     width = max(len(k) for k, _ in rows)
     print("\n| metric | value |\n|---|---|")
     for k, v in rows:
@@ -316,16 +355,24 @@ def run(args) -> None:
                            ("residual reuse off", dict(reuse_control_residuals=False)),
                            ("compiled blocks off", dict(compile_blocks=False)),
                            ("hint-feature reuse off", dict(reuse_hint_features=False)),
+                           ("CUDA graphs off", dict(cuda_graphs=False)),
+                           ("cond/uncond in the other mode", dict(batch_cond_uncond=not speed.batch_cond_uncond)),
                            ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
-                                                    compile_blocks=False, reuse_hint_features=False))):
-            if off == dict(compile_blocks=False) and not speed.compile_blocks:
+                                                    compile_blocks=False, reuse_hint_features=False,
+                                                    cuda_graphs=False))):
+            if off == dict(compile_blocks=False) and not speed.compile_blocks or \
+                    off == dict(cuda_graphs=False) and not speed.cuda_graphs:
                 continue
             if wanted is not None and not wanted & set(off):
                 continue
             options = speed_mod.SpeedOptions(**{**speed.__dict__, **off})
             other = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
                                           window.WindowOptions(args.window_mode, 16, 4), options)
-            print(f"| final latent rel. L2, levers on vs {label} | {rel(samples, sample(other))} |", flush=True)
+            t_other = time.perf_counter()
+            other_samples = sample(other)
+            sync()
+            print(f"| final latent rel. L2, levers on vs {label} | {rel(samples, other_samples)} "
+                  f"({(time.perf_counter() - t_other) / n:.3f} s/frame, first run of that setting) |", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ WINDOW_FRAMES_OPTION = "xportrait_window_frames"
 WINDOW_PLAN_OPTION = "xportrait_window_plan"
 #: Frames of the whole clip in this model call (the latent batch before windowing).
 CLIP_FRAMES_OPTION = "xportrait_clip_frames"
+#: transformer_options key of the CUDA-graph lever (nodes/cuda_graphs.py): the run's recordings.
+GRAPHS_OPTION = "xportrait_cuda_graphs"
 #: transformer_options flag set by Apply X-Portrait's speed options; absent means on.
 REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
 #: Largest whole-clip copy of one hint (sized, in the ControlNet's dtype) kept on the device for
@@ -179,8 +181,16 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
                 dtype = x_in.dtype
             features = self._known_features(net, which, frames, x_in, dtype, options)
             h = self._hint_frames(which, frames, x_in, dtype) if features is None else None
-            residuals = controlnet_residuals(net.model, x_in.to(dtype), h, timestep.to(dtype), context.to(dtype),
-                                             options, features)
+            inputs = (x_in.to(dtype), h, timestep.to(dtype), context.to(dtype), features)
+
+            def forward(args, net=net):
+                return controlnet_residuals(net.model, args[0], args[1], args[2], args[3], options, args[4])
+
+            graphs = options.get(GRAPHS_OPTION)
+            if graphs is not None and walkable(net.model):
+                residuals = graphs.controlnet(net.model, forward, inputs, x_in)
+            else:
+                residuals = forward(inputs)
             if strength != 1.0:
                 residuals = [r * strength for r in residuals]
             total = residuals if total is None else [a + b for a, b in zip(total, residuals)]

@@ -98,14 +98,25 @@ class SpeedSettings(io.ComfyNode):
                                          "instead of in every step (their hint encoder ignores the timestep). "
                                          "Keeps up to 512 MiB per ControlNet on the GPU; longer clips encode "
                                          "per window."),
+                io.Boolean.Input("cuda_graphs", default=False, optional=True,
+                                 tooltip="Record each window's UNet call and each ControlNet batch once per run "
+                                         "as a CUDA graph and replay it, so the GPU no longer waits for Python to "
+                                         "launch thousands of kernels. Pays together with compile_blocks. Used "
+                                         "only on an NVIDIA GPU with every weight on it and no other pack "
+                                         "patching the UNet; otherwise the plain calls run. Keeps one window's "
+                                         "activations reserved on the GPU for the run."),
+                io.Boolean.Input("batch_cond_uncond", default=True, optional=True,
+                                 tooltip="Run the conditional and unconditional passes of a window in one UNet "
+                                         "batch when they fit. Off runs them one after the other, as the "
+                                         "official code does: half the activation memory, the same result."),
             ],
             outputs=[Speed.Output(display_name="speed_options", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
     def execute(cls, attention_kernels, reuse_control_residuals, compile_blocks=False,
-                reuse_hint_features=True) -> io.NodeOutput:
+                reuse_hint_features=True, cuda_graphs=False, batch_cond_uncond=True) -> io.NodeOutput:
         return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals, compile_blocks,
-                                          reuse_hint_features))
+                                          reuse_hint_features, cuda_graphs, batch_cond_uncond))
 
 
 class MotionControl(io.ComfyNode):

@@ -12,6 +12,7 @@ from .attention_choice import OVERRIDE_OPTION, choose_kernel
 from .compiled_blocks import COMPILE_OPTION
 from .hint_features import REUSE_HINT_FEATURES_OPTION
 from .motion_control import REUSE_RESIDUALS_OPTION
+from .window_sampling import BATCH_COND_UNCOND_OPTION
 
 #: transformer_options key: whether the temporal modules use the chosen frame-attention kernel.
 TEMPORAL_KERNEL_OPTION = "xportrait_temporal_kernel"
@@ -27,12 +28,20 @@ class SpeedOptions:
     torch.compile/inductor (CUDA with Triton and resident weights only; the first run spends
     time compiling). Off by default.
     reuse_hint_features: the ControlNets' hint encoder runs once per frame and run, not in every
-    step (it reads no timestep)."""
+    step (it reads no timestep).
+    cuda_graphs: window UNet calls and ControlNet batches are recorded once per run as CUDA graphs
+    and replayed (CUDA with resident weights and X-Portrait's patches alone; elsewhere the plain
+    calls run). Off by default: it pays once compile_blocks has made the GPU faster than Python.
+    batch_cond_uncond: the conditional and unconditional passes share one UNet batch when they
+    fit; off runs them one after the other, as the official code does, with half the
+    activation memory."""
 
     attention_kernels: bool = True
     reuse_control_residuals: bool = True
     compile_blocks: bool = False
     reuse_hint_features: bool = True
+    cuda_graphs: bool = False
+    batch_cond_uncond: bool = True
 
 
 def apply_speed_options(model, options: SpeedOptions) -> None:
@@ -42,6 +51,7 @@ def apply_speed_options(model, options: SpeedOptions) -> None:
     transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
     transformer_options[COMPILE_OPTION] = options.compile_blocks
     transformer_options[REUSE_HINT_FEATURES_OPTION] = options.reuse_hint_features
+    transformer_options[BATCH_COND_UNCOND_OPTION] = options.batch_cond_uncond
     # An attention override set upstream (another pack's attention patch) is the user's choice: keep it.
     if options.attention_kernels:
         transformer_options.setdefault(OVERRIDE_OPTION, choose_kernel)

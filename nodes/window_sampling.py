@@ -26,6 +26,9 @@ from .memory_estimate import window_fits_batched
 from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 
 WINDOWS_KEY = "xportrait_windows"
+#: transformer_options flag set by the speed options: cond and uncond in one batch when they
+#: fit (absent means yes); off runs them one after the other.
+BATCH_COND_UNCOND_OPTION = "xportrait_batch_cond_uncond"
 _NOT_ASKED = object()
 WINDOW_MODES = ("official", "sliding", "off")
 
@@ -189,13 +192,19 @@ class _WindowedCondBatch:
 
 
 def _run_window(executor, model, conds, x, timestep, model_options):
-    """One window through ComfyUI's cond batching; cond and uncond one at a time when X-Portrait's
-    activations for the batched pass would not fit (ComfyUI's own check uses the plain SD1.5
-    estimate, which does not know the temporal modules and the reference bank)."""
+    """One window through ComfyUI's cond batching; cond and uncond one at a time when the speed
+    options ask for it or when X-Portrait's activations for the batched pass would not fit
+    (ComfyUI's own check uses the plain SD1.5 estimate, which does not know the temporal modules
+    and the reference bank)."""
     live = [c for c in conds if c is not None]
-    if len(live) < 2 or window_fits_batched(model, x, len(live)):
+    batched = model_options.get("transformer_options", {}).get(BATCH_COND_UNCOND_OPTION, True)
+    if len(live) < 2 or batched and window_fits_batched(model, x, len(live)):
         return executor(model, conds, x, timestep, model_options)
-    return [None if c is None else executor(model, [c], x, timestep, model_options)[0] for c in conds]
+    # Each pass keeps its conditioning's position in the list: ComfyUI labels rows cond (0) or
+    # uncond (1) by that position, and X-Portrait's patches act on the conditional rows only.
+    return [None if c is None else executor(model, [c if j == i else None for j in range(len(conds))], x,
+                                            timestep, model_options)[i]
+            for i, c in enumerate(conds)]
 
 
 def attach_windows(model: comfy.model_patcher.ModelPatcher, state: WindowState) -> None:

@@ -6,6 +6,8 @@ import torch
 import comfy.model_patcher
 
 from .compiled_blocks import attach_compiled_blocks, finish_compiled_run
+from .cuda_graphs import attach_cuda_graphs
+from .feed_forward_chunks import attach_chunked_feed_forward
 from .memory_estimate import attach_memory_estimate
 from .reference_attention import ReferenceState, attach_reference_attention
 from .speed_options import SpeedOptions, apply_speed_options
@@ -32,7 +34,9 @@ def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference
                     reference_strength: float, windows: WindowOptions,
                     speed: SpeedOptions | None = None, reference_mode: str = "shared") -> comfy.model_patcher.ModelPatcher:
     patched = model.clone()
-    apply_speed_options(patched, speed or SpeedOptions())
+    speed = speed or SpeedOptions()
+    apply_speed_options(patched, speed)
+    attach_chunked_feed_forward(patched)
     if temporal is not None:
         attach_temporal_modules(patched, temporal)
     on_finish = []
@@ -40,6 +44,9 @@ def apply_xportrait(model: comfy.model_patcher.ModelPatcher, temporal, reference
         state = ReferenceState(reference_net, reference_latents, reference_strength, reference_mode)
         attach_reference_attention(patched, state)
         on_finish.append(state.reset)
+    graphs = attach_cuda_graphs(patched, speed.cuda_graphs)  # innermost: after the reference wrapper
+    if graphs is not None:
+        on_finish.append(graphs.finish)
     attach_compiled_blocks(patched)
     on_finish.append(finish_compiled_run)
     attach_windows(patched, WindowState(windows, on_finish))

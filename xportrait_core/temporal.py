@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .feed_forward import feed_forward_in_chunks, hidden_width
+
 #: ``attention(q, k, v) -> out`` on ``[batch, heads, tokens, head_dim]`` tensors.
 AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -115,7 +117,8 @@ class FeedForward(nn.Module):
                                  operations.Linear(channels * mult, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        # Row chunks bound the hidden activations (the widest module's were a step's peak).
+        return feed_forward_in_chunks(self.net, x, hidden_width(self.net))
 
 
 class TemporalTransformerBlock(nn.Module):

@@ -21,15 +21,17 @@ def _plain_latent(rig, inp):
     """A plain sampler run on the unpatched base MODEL; loading it ejects any patched clone."""
     pos, neg = rig.conditioning(inp["context"])
     _, final = rig.sample(rig.model, _x(inp, 3), [501, 251], pos, neg, cfg=5.0)
-    assert _unet_is_clean(rig), "temporal modules were left inside the UNet during a plain run"
+    assert _unet_is_clean(rig), "temporal modules or chunked feed-forwards were left inside the UNet during a plain run"
     return final
 
 
 def _unet_is_clean(rig) -> bool:
     TemporalModule = pack_module("xportrait_core.temporal").TemporalModule
+    ChunkedFeedForward = pack_module("nodes.feed_forward_chunks").ChunkedFeedForward
     unet = rig.model.model.diffusion_model
     blocks = list(unet.input_blocks) + list(unet.output_blocks)
-    return not any(isinstance(layer, TemporalModule) for block in blocks for layer in block)
+    return not any(isinstance(layer, TemporalModule) for block in blocks for layer in block) and \
+        not any(isinstance(m, ChunkedFeedForward) for m in unet.modules())
 
 
 def test_model_is_clean_after_success_error_and_interrupt(rig, inp):

@@ -1,0 +1,144 @@
+"""The CUDA-graph lever wired into ComfyUI: window UNet calls and ControlNet batches replayed.
+
+Once the compile lever has fused a step's kernels, the GPU runs them faster than Python can
+launch them (36% GPU idle in a compiled step on an H200). This lever records each distinct call
+once per run and replays it (`xportrait_core.graph_replay`):
+- the generation UNet's call for one window (temporal modules, reference attention and the
+  ControlNet residuals included), through an innermost DIFFUSION_MODEL wrapper;
+- each motion ControlNet's forward over a window's fresh frames (three batch sizes at 16/4).
+The reference net (once per model call) and the window bookkeeping stay eager. Both kinds of
+recording share one memory pool, since they never run at the same time.
+
+A recording freezes every Python decision the call made, so a call is only replayed when
+nothing but tensor values can differ from the recorded one:
+- every weight of that network sits on the GPU for the whole run (not streamed by ComfyUI's
+  low-VRAM modes or its dynamic VRAM), and the recordings are dropped when the run ends;
+- every patch, replacement, attention override and diffusion-model wrapper on the MODEL is
+  X-Portrait's own (another pack's patch may branch on the step in Python);
+- the reference mode is `shared` (per-frame banks are picked per window in Python);
+- the layout of the call (shapes, cond/uncond order) is part of the recording's key;
+- there is room on the GPU for a recording's activations next to the run.
+Otherwise the call runs eagerly, exactly as without the lever.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management as mm
+from comfy.patcher_extension import WrappersMP
+
+from ..xportrait_core.graph_replay import GraphReplay
+from ..xportrait_core.temporal import TemporalModule
+
+from .attention_choice import OVERRIDE_OPTION, choose_kernel
+from .memory_estimate import activation_bytes
+from .motion_control import GRAPHS_OPTION
+from .reference_attention import BANK_OPTION, BankAttention
+from .temporal_injection import run_temporal
+
+log = logging.getLogger("xportrait")
+
+GRAPHS_KEY = "xportrait_cuda_graphs"
+#: Tensors of transformer_options the UNet call may read; they become recorded inputs.
+TENSOR_OPTIONS = (BANK_OPTION, "sigmas")
+
+
+def only_xportrait_patches(transformer_options: dict) -> str | None:
+    """None when every patch on the call is X-Portrait's own, else what is not."""
+    for name, patches in (transformer_options.get("patches") or {}).items():
+        for patch in patches:
+            if name != "forward_timestep_embed_patch" or patch != (TemporalModule, run_temporal):
+                return f"patch '{name}'"
+    for name, by_site in (transformer_options.get("patches_replace") or {}).items():
+        for replacement in by_site.values():
+            if not isinstance(replacement, BankAttention) or replacement.state.mode != "shared":
+                return f"replacement '{name}'"
+    override = transformer_options.get(OVERRIDE_OPTION)
+    if override is not None and override is not choose_kernel:
+        return "attention override"
+    # Wrappers added after this one run inside the recorded call; those before it run eagerly.
+    wrappers = list((transformer_options.get("wrappers") or {}).get(WrappersMP.DIFFUSION_MODEL, {}).items())
+    keys = [key for key, fns in wrappers if fns]
+    inner = keys[keys.index(GRAPHS_KEY) + 1:] if GRAPHS_KEY in keys else keys
+    if inner:
+        return f"diffusion-model wrapper '{inner[0]}'"
+    return None
+
+
+def weights_resident(net: torch.nn.Module, device: torch.device) -> bool:
+    """Every weight of ``net`` on ``device``, none cast or patched per call."""
+    for module in net.modules():
+        if getattr(module, "comfy_cast_weights", False) or getattr(module, "weight_function", None) \
+                or getattr(module, "bias_function", None):
+            return False
+        for param in module.parameters(recurse=False):
+            if param.device != device:
+                return False
+    return True
+
+
+def room_for_recording(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """The recordings keep one call's activations and their input copies for the run."""
+    need = activation_bytes(x.shape[0], x.shape[-2], x.shape[-1], torch.finfo(dtype).bits // 8)
+    free = mm.get_free_memory(x.device) - getattr(mm, "EXTRA_RESERVED_VRAM", 0)
+    return need < free
+
+
+class RunGraphs:
+    """The run's recordings and per-network decisions; also the innermost DIFFUSION_MODEL wrapper."""
+
+    def __init__(self):
+        self.replay = GraphReplay()
+        self._eligible: dict[int, bool] = {}
+
+    def finish(self) -> None:
+        """End of a sampling run: drop the recordings (they hold the weights' addresses)."""
+        self.replay.release()
+        self._eligible.clear()
+
+    def _decide(self, net: torch.nn.Module, x: torch.Tensor, reason: str | None) -> bool:
+        if id(net) not in self._eligible:
+            if reason is None and not weights_resident(net, x.device):
+                reason = "weights are streamed by ComfyUI's memory manager"
+            if reason is None and not room_for_recording(x, x.dtype):
+                reason = "not enough free GPU memory for the recording"
+            if reason is not None:
+                log.info("X-Portrait: CUDA graphs off for %s in this run (%s)", type(net).__name__, reason)
+            self._eligible[id(net)] = reason is None
+        return self._eligible[id(net)]
+
+    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        unet = executor.class_obj
+        if not x.is_cuda or transformer_options.get(GRAPHS_OPTION) is not self:
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+        foreign = only_xportrait_patches(transformer_options)
+        if not self._decide(unet, x, foreign) or foreign is not None:
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+        tensors = {k: transformer_options[k] for k in TENSOR_OPTIONS if k in transformer_options}
+
+        def run(inputs):
+            x_, t_, c_, y_, control_, tensors_, kwargs_ = inputs
+            return executor(x_, t_, c_, y_, control_, {**transformer_options, **tensors_}, **kwargs_)
+
+        key = ("unet", tuple(transformer_options.get("cond_or_uncond") or ()), id(unet))
+        return self.replay(key, run, (x, timesteps, context, y, control, tensors, kwargs))
+
+    def controlnet(self, net: torch.nn.Module, run, inputs: tuple, x: torch.Tensor):
+        """``run(inputs)`` (one ControlNet forward) replayed when ``net`` is eligible."""
+        if not x.is_cuda or not self._decide(net, x, None):
+            return run(inputs)
+        return self.replay(("controlnet", id(net)), run, inputs)
+
+
+def attach_cuda_graphs(model, enabled: bool) -> RunGraphs | None:
+    """Add the lever to a cloned MODEL (after the reference wrapper: it must be innermost)."""
+    transformer_options = model.model_options.setdefault("transformer_options", {})
+    if not enabled:
+        transformer_options.pop(GRAPHS_OPTION, None)
+        return None
+    graphs = RunGraphs()
+    transformer_options[GRAPHS_OPTION] = graphs
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, GRAPHS_KEY, graphs)
+    return graphs
