@@ -31,10 +31,10 @@ for phase in "$@"; do
     fast) timeout 580 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --network-times \
             --check-levers cuda_graphs,batch_cond_uncond ;;
     default-trace) $B --steps 10 --memory-trace ;;
-    final) timeout 400 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --check-levers cuda_graphs
-           timeout 70 $B --steps 10 --memory-trace
-           timeout 60 $B --steps 10 --usable-gib 8
-           timeout 90 $B --steps 10 --frames 240 ;;
+    final) timeout 420 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --check-levers cuda_graphs
+           timeout 70 $B --steps 10 --memory-trace ;;
+    final-rest) timeout 60 $B --steps 10 --usable-gib 8
+                timeout 90 $B --steps 10 --frames 240 ;;
     compiled-profile) $B --compile --warm-runs 1 --profile ;;
     compile-cl) python3 bench/block_compile.py --comfyui $COMFY --channels-last ;;
     compile-autotune) python3 bench/block_compile.py --comfyui $COMFY --mode max-autotune-no-cudagraphs ;;
