@@ -69,12 +69,26 @@ def _backend_context(priority):
     return sdpa_kernel(priority)
 
 
-def short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+#: Most bytes of ``q`` one short-sequence chunk covers. The matmul formulation copies the scaled
+#: queries and the heads-first keys into contiguous batches; over a whole window of the widest
+#: temporal module those copies took 512 MiB at a step's peak (bench --memory-trace).
+SHORT_SEQUENCE_CHUNK_BYTES = 64 * 2**20
+
+
+def short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             chunk_bytes: int | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v as two batched matmuls, with the softmax in fp32.
 
     For a handful of keys the score matrix is tiny, so this costs two GEMM launches and one
     softmax and needs no padding; the fp32 softmax keeps it as accurate as a fused kernel.
+    Long batches run in chunks of whole batch entries (each is computed on its own), which
+    bounds the temporaries without changing a value.
     """
+    per_entry = q[:1].numel() * q.element_size()
+    entries = max(1, (chunk_bytes or SHORT_SEQUENCE_CHUNK_BYTES) // max(1, per_entry))
+    if q.shape[0] > entries:
+        return torch.cat([short_sequence_attention(q[i:i + entries], k[i:i + entries], v[i:i + entries], chunk_bytes)
+                          for i in range(0, q.shape[0], entries)])
     scale = q.shape[-1] ** -0.5
     scores = torch.matmul(q * scale, k.transpose(-1, -2))
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)

@@ -23,6 +23,16 @@ def test_short_sequence_matmul_equals_sdpa():
         assert _rel(ak.short_sequence_attention(q, k, v), F.scaled_dot_product_attention(q, k, v)) < 1e-6
 
 
+def test_short_sequence_chunks_of_the_batch_change_no_value():
+    q, k, v = _qkv(37, 8, 16, 16, 40, seed=2)
+    whole = ak.short_sequence_attention(q, k, v, chunk_bytes=2**40)
+    one_entry = q[:1].numel() * q.element_size()
+    for entries in (1, 5, 36):
+        chunked = ak.short_sequence_attention(q, k, v, chunk_bytes=entries * one_entry)
+        assert chunked.shape == whole.shape
+        assert _rel(chunked, whole) < 1e-7
+
+
 def test_short_sequence_keeps_softmax_in_fp32_for_half_inputs():
     q, k, v = _qkv(32, 8, 16, 16, 40, seed=1)
     reference = F.scaled_dot_product_attention(q, k, v)
