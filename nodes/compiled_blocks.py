@@ -65,10 +65,11 @@ def unet_blocks(unet: torch.nn.Module):
                 yield layer
 
 
-def weights_resident(unet: torch.nn.Module, device: torch.device) -> bool:
-    """Every weight on ``device`` and none cast per call (ComfyUI's lowvram / dynamic VRAM)."""
-    for module in unet.modules():
-        if getattr(module, "comfy_cast_weights", False):
+def weights_resident(net: torch.nn.Module, device: torch.device) -> bool:
+    """Every weight on ``device``, none cast or patched per call (ComfyUI's lowvram / dynamic VRAM)."""
+    for module in net.modules():
+        if getattr(module, "comfy_cast_weights", False) or getattr(module, "weight_function", None) \
+                or getattr(module, "bias_function", None):
             return False
         if any(p.device != device for p in module.parameters(recurse=False)):
             return False

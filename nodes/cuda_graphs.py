@@ -33,6 +33,7 @@ from ..xportrait_core.graph_replay import GraphReplay
 from ..xportrait_core.temporal import TemporalModule
 
 from .attention_choice import OVERRIDE_OPTION, choose_kernel
+from .compiled_blocks import weights_resident
 from .memory_estimate import activation_bytes
 from .motion_control import GRAPHS_OPTION
 from .reference_attention import BANK_OPTION, BankAttention
@@ -65,18 +66,6 @@ def only_xportrait_patches(transformer_options: dict) -> str | None:
     if inner:
         return f"diffusion-model wrapper '{inner[0]}'"
     return None
-
-
-def weights_resident(net: torch.nn.Module, device: torch.device) -> bool:
-    """Every weight of ``net`` on ``device``, none cast or patched per call."""
-    for module in net.modules():
-        if getattr(module, "comfy_cast_weights", False) or getattr(module, "weight_function", None) \
-                or getattr(module, "bias_function", None):
-            return False
-        for param in module.parameters(recurse=False):
-            if param.device != device:
-                return False
-    return True
 
 
 def room_for_recording(x: torch.Tensor, dtype: torch.dtype) -> bool:
