@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device session of GPU benchmarks (run through the device tool from the repo root).
-# Carried: .devcarry/ComfyUI (ComfyUI's .py files only, from scripts/setup_env.sh's tree) and
+# Carried: .devcarry/ComfyUI (ComfyUI's .py files only, from scripts/setup_env.sh's tree, without the
+# large tokenizer files and blueprints), .devcarry/inductor-cache.gz.part* when a run saved one, and
 # .whl (torchsde, trampoline, comfy-aimdo). Not carried: av and comfy-kitchen (35 + 45 MB, over
 # the carry limit); the bench never calls them, so tiny import-only stand-ins are written to /tmp.
 # Usage: bash bench/device_run.sh PHASE...   (phases: see the case below)
@@ -15,6 +16,10 @@ done
 export PYTHONPATH=/tmp/site:/tmp/stubs PYTHONUNBUFFERED=1
 COMFY=.devcarry/ComfyUI
 B="python3 bench/sampling_speed.py --comfyui $COMFY"
+# A compile cache saved by an earlier call (its parts copied into .devcarry/) starts compiled runs
+# warm; without one, the first compiled run saves its cache under $OUT, in parts that come back.
+CACHE="$OUT/inductor-cache.gz"
+ls .devcarry/inductor-cache.gz.part0 >/dev/null 2>&1 && CACHE=.devcarry/inductor-cache.gz
 for phase in "$@"; do
   echo "=== $phase $(date -u +%FT%TZ)"
   case "$phase" in
@@ -27,10 +32,22 @@ for phase in "$@"; do
     compile) python3 bench/block_compile.py --comfyui $COMFY ;;
     compiled) $B --compile --warm-runs 1 --network-times ;;
     diag) timeout 420 $B --compile --steps 3 --warm-runs 1 --profile --network-times --memory-trace \
-            --compile-cache "$OUT/inductor-cache.gz" ;;
+            --compile-cache "$CACHE" ;;
     fast) timeout 580 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --network-times \
             --check-levers cuda_graphs,batch_cond_uncond ;;
     default-trace) $B --steps 10 --memory-trace ;;
+    graphs-diag) timeout 575 $B --compile --cuda-graphs --warm-runs 1 --network-times --profile-after 3 \
+                   --compile-cache "$CACHE" --check-levers cuda_graphs ;;
+    host-diag) timeout 330 $B --compile --cuda-graphs --warm-runs 1 --compile-cache "$CACHE" --stack-sample \
+                 --profile-after 10 ;;
+    final2) timeout 270 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+              --profile-after 10 --check-levers cuda_graphs --check-warm
+            timeout 70 $B --steps 10 --separate-cond-uncond
+            timeout 80 $B --steps 10 --usable-gib 8
+            timeout 70 $B --steps 10 --usable-gib 12
+            timeout 80 $B --steps 10 --comfy-flag=--novram ;;
+    long-flat) for frames in 480 960; do timeout 280 $B --steps 10 --frames $frames; done ;;
+    clip-lengths) timeout 100 $B --steps 10; timeout 150 $B --steps 10 --frames 240 ;;
     final) timeout 420 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --check-levers cuda_graphs
            timeout 70 $B --steps 10 --memory-trace ;;
     final-rest) timeout 60 $B --steps 10 --usable-gib 8

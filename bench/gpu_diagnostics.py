@@ -4,6 +4,8 @@
   attention, inductor-fused, norms, copies, ...) and the GPU's busy share of the wall time.
 - `MemoryPeakTrace`: records every CUDA allocation of a run (torch's memory history) and
   prints what was alive at the run's peak, grouped by the first Python line outside torch.
+- `StackSampler`: where the main thread spends its wall time (a sampling profiler in a thread),
+  by Python function, inclusive: what keeps the GPU waiting when it is not busy.
 - `compile_cache_load` / `compile_cache_save`: torch.compile's portable cache, so a later bench
   process on the same GPU type skips most of the compiling (minutes of device time).
 """
@@ -11,7 +13,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
+import threading
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -111,22 +117,94 @@ class MemoryPeakTrace:
         return rows
 
 
+class StackSampler:
+    """Samples the main thread's Python stack every ``interval`` seconds while active. Torch
+    releases the GIL inside its ops, so a thread waiting on the GPU is seen at the waiting line."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.samples = 0
+        self.inclusive: dict[str, int] = defaultdict(int)
+        self.leaf: dict[str, int] = defaultdict(int)
+        self._stop = threading.Event()
+        self._main = threading.main_thread().ident
+
+    @staticmethod
+    def _name(frame) -> str:
+        code = frame.f_code
+        return f"{'/'.join(code.co_filename.split('/')[-2:])}:{code.co_firstlineno} {code.co_name}"
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            frame = sys._current_frames().get(self._main)
+            if frame is None:
+                continue
+            self.samples += 1
+            self.leaf[f"{self._name(frame)} (line {frame.f_lineno})"] += 1
+            seen = set()
+            while frame is not None:
+                name = self._name(frame)
+                if name not in seen:
+                    seen.add(name)
+                    self.inclusive[name] += 1
+                frame = frame.f_back
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+    def rows(self, top: int = 30) -> list[tuple[str, str]]:
+        n = max(1, self.samples)
+        rows = [("stack samples", f"{self.samples} (every {self.interval * 1000:.0f} ms)")]
+        # Frames on (nearly) every sample (the sampler loop and its callers) say nothing.
+        inclusive = {k: v for k, v in self.inclusive.items() if v < 0.99 * n}
+        for label, table in (("inclusive", inclusive), ("innermost line", self.leaf)):
+            for name, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+                rows.append((f"  {label}: {name}", f"{count / n:.1%}"))
+        return rows
+
+
+#: The device tool returns files of at most 16 MiB, so the cache travels in parts of this size.
+CACHE_PART_BYTES = 15 * 2**20
+
+
+def _cache_parts(path: str) -> list[str]:
+    folder, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return []
+    return sorted((os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(name + ".part")),
+                  key=lambda f: int(f.rsplit("part", 1)[1]))
+
+
 def compile_cache_load(path: str | None) -> str:
-    if not path or not os.path.exists(path):
+    """Loads `path` (gzip), or its parts `path.part0`, `path.part1`, ... joined in order."""
+    if not path:
         return "none"
-    with gzip.open(path, "rb") as f:
-        blob = f.read()
+    parts = [path] if os.path.exists(path) else _cache_parts(path)
+    if not parts:
+        return "none"
+    packed = b"".join(Path(part).read_bytes() for part in parts)
+    blob = gzip.decompress(packed)
     torch.compiler.load_cache_artifacts(blob)
-    return f"loaded {len(blob) / 2**20:.1f} MiB"
+    return f"loaded {len(blob) / 2**20:.1f} MiB from {len(parts)} file(s)"
 
 
 def compile_cache_save(path: str | None) -> str:
+    """Saves the cache gzipped in parts `path.part0`, ... of at most CACHE_PART_BYTES each."""
     if not path:
         return "not saved"
     saved = torch.compiler.save_cache_artifacts()
     if saved is None:
         return "nothing to save"
     blob = saved[0]
-    with gzip.open(path, "wb", compresslevel=6) as f:
-        f.write(blob)
-    return f"saved {len(blob) / 2**20:.1f} MiB ({os.path.getsize(path) / 2**20:.1f} MiB gzipped)"
+    packed = gzip.compress(blob, compresslevel=9)
+    for i in range(0, len(packed), CACHE_PART_BYTES):
+        Path(f"{path}.part{i // CACHE_PART_BYTES}").write_bytes(packed[i:i + CACHE_PART_BYTES])
+    return f"saved {len(blob) / 2**20:.1f} MiB ({len(packed) / 2**20:.1f} MiB gzipped, " \
+           f"{-(-len(packed) // CACHE_PART_BYTES)} parts)"

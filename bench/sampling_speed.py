@@ -123,6 +123,13 @@ def graph_replays(patched) -> int:
     return getattr(getattr(graphs, "replay", None), "replays", 0)
 
 
+def print_table(rows: list[tuple[str, object]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print("\n| metric | value |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k.ljust(width)} | {v} |", flush=True)
+
+
 def random_weights(inventory: dict, dtype: torch.dtype, device: str) -> dict:
     """Fan-in-scaled random tensors for every key of a component (timing needs no trained values)."""
     g = torch.Generator(device=device).manual_seed(0)
@@ -153,10 +160,15 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="speed lever on: compiled UNet blocks (off by default)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="speed lever on: UNet window calls and ControlNet batches replayed from CUDA graphs")
-    ap.add_argument("--separate-cond-uncond", action="store_true",
-                    help="batch_cond_uncond off: the conditional and unconditional passes one after the other")
+    modes = ap.add_mutually_exclusive_group()
+    modes.add_argument("--separate-cond-uncond", dest="batch_cond_uncond", action="store_false", default=None,
+                       help="cond and uncond as separate passes (default: the Speed Options default)")
+    modes.add_argument("--batched-cond-uncond", dest="batch_cond_uncond", action="store_true",
+                       default=None, help="cond and uncond in one batch")
     ap.add_argument("--warm-runs", type=int, default=0,
                     help="sampling runs before the timed one (compiling happens in the first)")
+    ap.add_argument("--check-warm", action="store_true",
+                    help="with --check-levers: time each other setting on a second run (the first may compile)")
     ap.add_argument("--check-levers", nargs="?", const="all", default=None,
                     help="sample again with each lever off (all, or comma-separated SpeedOptions fields) and "
                          "print the final latents' difference")
@@ -168,6 +180,12 @@ def main() -> None:
     ap.add_argument("--comfy-flag", action="append", default=[],
                     help="a boolean ComfyUI command-line flag to set, e.g. --comfy-flag=--lowvram")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of the sampling run")
+    ap.add_argument("--stack-sample", action="store_true",
+                    help="after the timed run, run again while sampling the Python stack: where the wall time "
+                         "goes on the host (inclusive shares by function)")
+    ap.add_argument("--profile-after", type=int, metavar="STEPS",
+                    help="after the timed run, profile a separate run of STEPS steps (GPU busy share by kernel "
+                         "kind) so that the timed run carries no profiler overhead")
     ap.add_argument("--memory-trace", action="store_true",
                     help="sample once more with torch's allocation history on and print what is alive at the peak")
     ap.add_argument("--compile-cache", help="torch.compile's portable cache (gzip): loaded before sampling if the "
@@ -225,11 +243,13 @@ def run(args) -> None:
     local_hint = -torch.ones(n, 3, s, s)
     local_hint[:, :, s // 4: s // 2, s // 4: s // 2] = frames[:, :, s // 4: s // 2, s // 4: s // 2]
     context = torch.randn(1, 77, config.context_dim, generator=g)
+    if args.batch_cond_uncond is None:
+        args.batch_cond_uncond = speed_mod.SpeedOptions().batch_cond_uncond
     speed = speed_mod.SpeedOptions(attention_kernels=not args.no_attention_kernels,
                                    reuse_control_residuals=not args.no_reuse_residuals,
                                    compile_blocks=args.compile,
                                    reuse_hint_features=not args.no_reuse_hint_features,
-                                   cuda_graphs=args.cuda_graphs, batch_cond_uncond=not args.separate_cond_uncond)
+                                   cuda_graphs=args.cuda_graphs, batch_cond_uncond=args.batch_cond_uncond)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -248,8 +268,8 @@ def run(args) -> None:
     sync()
     encode_s, encode_peak = time.perf_counter() - t_start, peak()
     reset()
-    def sample(model):
-        return comfy.sample.sample(model, noise, args.steps, args.cfg, args.sampler, args.scheduler, positive,
+    def sample(model, steps=None):
+        return comfy.sample.sample(model, noise, steps or args.steps, args.cfg, args.sampler, args.scheduler, positive,
                                    negative, start, denoise=1.0, disable_pbar=True, seed=0)
 
     cache_loaded = diagnostics.compile_cache_load(args.compile_cache)
@@ -295,7 +315,8 @@ def run(args) -> None:
     # The per-evaluation figure counts cond and uncond; CFG 1 runs the conditional pass alone.
     evaluations = calls * sum(len(w) for w in plan) * (0.5 if args.cfg == 1.0 else 1.0)
     total_s = encode_s + sampling_s + (t_end - t_decode)  # warm-up runs excluded
-    rows_per_call = 2 * min(n, 16) if args.cfg != 1.0 else min(n, 16)
+    # Rows in one UNet call: cond + uncond together only when batched (and CFG needs both).
+    rows_per_call = 2 * min(n, 16) if args.cfg != 1.0 and speed.batch_cond_uncond else min(n, 16)
     per_row = (sampling_peak - resident) * 2**30 / rows_per_call / (s // 8) ** 2 if cuda else float("nan")
     rows = [("date", time.strftime("%Y-%m-%d")),
             ("device", torch.cuda.get_device_name() if cuda else "cpu"),
@@ -330,9 +351,24 @@ def run(args) -> None:
         rows.append(("compile cache", f"{cache_loaded}; {cache_saved}"))
     if timer is not None:
         rows += timer.rows(sampling_s, calls)
+    print_table(rows)  # before the diagnostics, so a time limit during them keeps the timings
+    rows = []
     try:  # a diagnostics failure must not lose the timings above
         if profiler:
             rows += diagnostics.kernel_categories(profiler, sampling_s)
+        if args.profile_after and cuda:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as short:
+                t_short = time.perf_counter()
+                sample(patched, args.profile_after)
+                sync()
+                short_s = time.perf_counter() - t_short
+            rows += [(f"profiled run of {args.profile_after} steps: {label}", value)
+                     for label, value in diagnostics.kernel_categories(short, short_s)]
+        if args.stack_sample:
+            with diagnostics.StackSampler() as sampler:
+                sample(patched)
+                sync()
+            rows += sampler.rows()
         if args.memory_trace and cuda:
             del images
             with diagnostics.MemoryPeakTrace() as trace:
@@ -340,10 +376,8 @@ def run(args) -> None:
             rows += trace.rows()
     except Exception as error:  # noqa: BLE001 - reported in the table
         rows.append(("diagnostics failed", repr(error)[:300]))
-    width = max(len(k) for k, _ in rows)
-    print("\n| metric | value |\n|---|---|")
-    for k, v in rows:
-        print(f"| {k.ljust(width)} | {v} |")
+    if rows:
+        print_table(rows)
 
     if args.check_levers:
         # Each lever must compute what the plain path computes (only rounding may differ).
@@ -368,11 +402,14 @@ def run(args) -> None:
             options = speed_mod.SpeedOptions(**{**speed.__dict__, **off})
             other = patch.apply_xportrait(model, temporal, reference_net, latents, 1.0,
                                           window.WindowOptions(args.window_mode, 16, 4), options)
-            t_other = time.perf_counter()
-            other_samples = sample(other)
-            sync()
+            runs = 2 if args.check_warm else 1
+            for _ in range(runs):
+                t_other = time.perf_counter()
+                other_samples = sample(other)
+                sync()
+            which = "second" if runs == 2 else "first"
             print(f"| final latent rel. L2, levers on vs {label} | {rel(samples, other_samples)} "
-                  f"({(time.perf_counter() - t_other) / n:.3f} s/frame, first run of that setting) |", flush=True)
+                  f"({(time.perf_counter() - t_other) / n:.3f} s/frame, {which} run of that setting) |", flush=True)
 
 
 if __name__ == "__main__":

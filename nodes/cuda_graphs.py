@@ -87,15 +87,22 @@ class RunGraphs:
         self.replay.release()
         self._eligible.clear()
 
-    def _decide(self, net: torch.nn.Module, x: torch.Tensor, reason: str | None) -> bool:
+    def _off(self, net: torch.nn.Module, reason: str) -> bool:
+        """Log once per network and run why its calls stay eager; returns False."""
+        if self._eligible.get(id(net)) is not False:
+            log.info("X-Portrait: CUDA graphs off for %s in this run (%s)", type(net).__name__, reason)
+            self._eligible[id(net)] = False
+        return False
+
+    def _network_allows(self, net: torch.nn.Module, x: torch.Tensor) -> bool:
+        """Resident weights and room for a recording, checked once per network and run (neither
+        changes within a run)."""
         if id(net) not in self._eligible:
-            if reason is None and not weights_resident(net, x.device):
-                reason = "weights are streamed by ComfyUI's memory manager"
-            if reason is None and not room_for_recording(x, x.dtype):
-                reason = "not enough free GPU memory for the recording"
-            if reason is not None:
-                log.info("X-Portrait: CUDA graphs off for %s in this run (%s)", type(net).__name__, reason)
-            self._eligible[id(net)] = reason is None
+            if not weights_resident(net, x.device):
+                return self._off(net, "weights are streamed by ComfyUI's memory manager")
+            if not room_for_recording(x, x.dtype):
+                return self._off(net, "not enough free GPU memory for the recording")
+            self._eligible[id(net)] = True
         return self._eligible[id(net)]
 
     def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
@@ -103,7 +110,8 @@ class RunGraphs:
         if not x.is_cuda or transformer_options.get(GRAPHS_OPTION) is not self:
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
         foreign = only_xportrait_patches(transformer_options)
-        if not self._decide(unet, x, foreign) or foreign is not None:
+        allowed = self._off(unet, foreign) if foreign is not None else self._network_allows(unet, x)
+        if not allowed:
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
         tensors = {k: transformer_options[k] for k in TENSOR_OPTIONS if k in transformer_options}
 
@@ -116,7 +124,7 @@ class RunGraphs:
 
     def controlnet(self, net: torch.nn.Module, run, inputs: tuple, x: torch.Tensor):
         """``run(inputs)`` (one ControlNet forward) replayed when ``net`` is eligible."""
-        if not x.is_cuda or not self._decide(net, x, None):
+        if not x.is_cuda or not self._network_allows(net, x):
             return run(inputs)
         return self.replay(("controlnet", id(net)), run, inputs)
 

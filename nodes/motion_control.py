@@ -32,6 +32,9 @@ WINDOW_PLAN_OPTION = "xportrait_window_plan"
 CLIP_FRAMES_OPTION = "xportrait_clip_frames"
 #: transformer_options key of the CUDA-graph lever (nodes/cuda_graphs.py): the run's recordings.
 GRAPHS_OPTION = "xportrait_cuda_graphs"
+#: transformer_options: the model call's sigma as a host float (set by the window wrapper when
+#: every row has the same sigma), so per-window checks do not read it back from the GPU.
+HOST_SIGMA_OPTION = "xportrait_host_sigma"
 #: transformer_options flag set by Apply X-Portrait's speed options; absent means on.
 REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
 #: Largest whole-clip copy of one hint (sized, in the ControlNet's dtype) kept on the device for
@@ -213,7 +216,7 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         control_prev = None
         if self.previous_controlnet is not None:
             control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
-        if self.timestep_range is not None and (t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1]):
+        if self.timestep_range is not None and self._outside_range(t, transformer_options):
             return control_prev
         active = self._active()
         cond_or_uncond = transformer_options.get("cond_or_uncond") or [0] * batched_number
@@ -245,6 +248,14 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
             total = [self._spread(r, runs) for r in total]
         control = {"middle": total[-1:], "output": total[:-1]}
         return self.control_merge(control, control_prev, output_dtype=None)
+
+    def _outside_range(self, t: torch.Tensor, transformer_options: dict) -> bool:
+        """ComfyUI's start/end percent check on t[0]. Reading t[0] from the GPU would drain its
+        queue once per window; the window wrapper's host copy of the sigma is compared instead,
+        as a tensor of t's dtype so the comparison rounds exactly as ComfyUI's does."""
+        sigma = transformer_options.get(HOST_SIGMA_OPTION)
+        first = t[0] if sigma is None else torch.tensor(sigma, dtype=t.dtype)
+        return bool(first > self.timestep_range[0] or first < self.timestep_range[1])
 
     @staticmethod
     def _spread(residual: torch.Tensor, runs) -> torch.Tensor:

@@ -69,9 +69,19 @@ class ReferenceState:
         self._cache_key = None
         self._cache_context = None
         self._cache_value = None
+        self._placed_latents = None
 
     def reset(self) -> None:
         self._cache_key = self._cache_context = self._cache_value = None
+        self._placed_latents = None
+
+    def _latents_on(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The reference latents on the sampling device, copied once per run: a copy from
+        host memory at every model call would wait for the GPU's queue to drain first."""
+        placed = self._placed_latents
+        if placed is None or placed.device != device or placed.dtype != dtype:
+            placed = self._placed_latents = self.latents.to(device=device, dtype=dtype)
+        return placed
 
     def _record(self, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
                 compiled: bool = False) -> ReferenceBank:
@@ -87,7 +97,7 @@ class ReferenceState:
             options[OVERRIDE_OPTION] = attention_override
         # Compiled, the recorder's list is guarded by its length: each site compiles once.
         with torch.no_grad(), compiled_while(compiled, net, unet_blocks(net), device):
-            net(self.latents.to(device=device, dtype=dtype), timesteps=timestep.expand(refs).to(device),
+            net(self._latents_on(device, dtype), timesteps=timestep.expand(refs).to(device),
                 context=context.expand(refs, -1, -1).to(dtype), transformer_options=options)
         if self.mode == "per frame":
             return ReferenceBank(recorder.entries)  # [references, tokens, C]: one bank per reference

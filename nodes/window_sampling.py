@@ -22,12 +22,13 @@ from ..xportrait_core.finite_inputs import require_finite
 from ..xportrait_core.host_values import to_device
 from ..xportrait_core.windows import WindowPlan, average_over_windows
 
+from .device_conds import DeviceConds
 from .memory_estimate import window_fits_batched
-from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
+from .motion_control import CLIP_FRAMES_OPTION, HOST_SIGMA_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 
 WINDOWS_KEY = "xportrait_windows"
 #: transformer_options flag set by the speed options: cond and uncond in one batch when they
-#: fit (absent means yes); off runs them one after the other.
+#: fit; off (and absent, as in SpeedOptions) runs them one after the other.
 BATCH_COND_UNCOND_OPTION = "xportrait_batch_cond_uncond"
 _NOT_ASKED = object()
 WINDOW_MODES = ("official", "sliding", "off")
@@ -86,6 +87,7 @@ class WindowState:
         self._steps = 1
         self._progress = None
         self._previewer = _NOT_ASKED
+        self.device_conds = DeviceConds()
 
     def start(self, seed, steps: int = 1) -> None:
         self._rng = random.Random(0 if seed is None else int(seed))
@@ -118,6 +120,7 @@ class WindowState:
 
     def finish(self) -> None:
         self._plan = self._last_sigma = None
+        self.device_conds.clear()
         for callback in self.on_finish:
             callback()
 
@@ -167,10 +170,15 @@ class _WindowedCondBatch:
 
     def __call__(self, executor, model, conds, x_in, timestep, model_options):
         n = x_in.shape[0]
-        plan = self.state.plan(n, float(timestep.reshape(-1)[0]))
+        # The one read of GPU values per model call; the windows use the host copy (t[0] of a
+        # window is the sigma of its first frame).
+        sigmas = timestep.reshape(-1).tolist()
+        plan = self.state.plan(n, sigmas[0])
         self.state.calls += 1
-        transformer_options = {**model_options.get("transformer_options", {}), CLIP_FRAMES_OPTION: n}
+        transformer_options = {**model_options.get("transformer_options", {}), CLIP_FRAMES_OPTION: n,
+                               HOST_SIGMA_OPTION: sigmas[0]}
         model_options = {**model_options, "transformer_options": transformer_options}
+        conds = self.state.device_conds(conds, x_in.device)
         if plan is None:
             return _run_window(executor, model, conds, x_in, timestep, model_options)
         per_frame_sigma = timestep.shape[0] == n
@@ -182,6 +190,7 @@ class _WindowedCondBatch:
             # The call number tells per-call caches (ControlNet residual reuse) that x_in is new.
             options["transformer_options"] = {**model_options.get("transformer_options", {}),
                                               WINDOW_FRAMES_OPTION: frames,
+                                              HOST_SIGMA_OPTION: sigmas[window[0]] if per_frame_sigma else sigmas[0],
                                               WINDOW_PLAN_OPTION: (self.state.calls, plan.windows, index)}
             per_window.append(_run_window(executor, model, conds, x_in[frames_dev],
                                           timestep[frames_dev] if per_frame_sigma else timestep, options))
@@ -197,7 +206,7 @@ def _run_window(executor, model, conds, x, timestep, model_options):
     (ComfyUI's own check uses the plain SD1.5 estimate, which does not know the temporal modules
     and the reference bank)."""
     live = [c for c in conds if c is not None]
-    batched = model_options.get("transformer_options", {}).get(BATCH_COND_UNCOND_OPTION, True)
+    batched = model_options.get("transformer_options", {}).get(BATCH_COND_UNCOND_OPTION, False)
     if len(live) < 2 or batched and window_fits_batched(model, x, len(live)):
         return executor(model, conds, x, timestep, model_options)
     # Each pass keeps its conditioning's position in the list: ComfyUI labels rows cond (0) or

@@ -35,6 +35,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from .row_chunks import in_row_chunks
+
 #: Key/value lengths at or below this use the batched-matmul formulation (temporal attention).
 SHORT_SEQUENCE = 32
 
@@ -84,11 +86,11 @@ def short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Long batches run in chunks of whole batch entries (each is computed on its own), which
     bounds the temporaries without changing a value.
     """
-    per_entry = q[:1].numel() * q.element_size()
-    entries = max(1, (chunk_bytes or SHORT_SEQUENCE_CHUNK_BYTES) // max(1, per_entry))
-    if q.shape[0] > entries:
-        return torch.cat([short_sequence_attention(q[i:i + entries], k[i:i + entries], v[i:i + entries], chunk_bytes)
-                          for i in range(0, q.shape[0], entries)])
+    return in_row_chunks(_short_sequence_attention, (q, k, v), q[:1].numel() * q.element_size(),
+                         chunk_bytes or SHORT_SEQUENCE_CHUNK_BYTES)
+
+
+def _short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     scale = q.shape[-1] ** -0.5
     scores = torch.matmul(q * scale, k.transpose(-1, -2))
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .row_chunks import in_row_chunks
+
 #: Most bytes the hidden activations of one chunk may take (projection plus gated product).
 CHUNK_BYTES = 256 * 2**20
 
@@ -24,10 +26,6 @@ def feed_forward_in_chunks(net: torch.nn.Module, x: torch.Tensor, projection_wid
     """``net(x)`` for tokens ``x [..., C]``, over row chunks whose hidden activations (the
     projection, ``projection_width`` wide, and the gated product, half as wide) stay under
     ``chunk_bytes``."""
-    rows = x.numel() // x.shape[-1]
-    hidden_bytes = rows * projection_width * 3 // 2 * x.element_size()
-    chunks = -(-hidden_bytes // (chunk_bytes or CHUNK_BYTES))
-    if chunks <= 1:
-        return net(x)
-    flat = x.reshape(rows, x.shape[-1])
-    return torch.cat([net(part) for part in flat.chunk(chunks)]).reshape(*x.shape[:-1], -1)
+    flat = x.reshape(-1, x.shape[-1])
+    out = in_row_chunks(net, (flat,), projection_width * 3 // 2 * x.element_size(), chunk_bytes or CHUNK_BYTES)
+    return out.reshape(*x.shape[:-1], -1)

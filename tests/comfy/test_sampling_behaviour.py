@@ -84,7 +84,8 @@ def test_official_windows_reproduce_with_the_seed(rig, inp):
 def test_cond_and_uncond_share_one_call_and_the_bank_is_computed_once_per_step(rig, inp):
     from comfy.patcher_extension import WrappersMP
     calls, records = [], []
-    model = rig.patched(inp["z_ref"])
+    speed = pack_module("nodes.speed_options").SpeedOptions(batch_cond_uncond=True)
+    model = rig.patched(inp["z_ref"], speed=speed)
 
     def spy(executor, x, timesteps, context, y, control, transformer_options, **kw):
         calls.append((list(transformer_options["cond_or_uncond"]), x.shape[0]))
