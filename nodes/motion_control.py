@@ -32,8 +32,8 @@ WINDOW_PLAN_OPTION = "xportrait_window_plan"
 CLIP_FRAMES_OPTION = "xportrait_clip_frames"
 #: transformer_options key of the CUDA-graph lever (nodes/cuda_graphs.py): the run's recordings.
 GRAPHS_OPTION = "xportrait_cuda_graphs"
-#: transformer_options: the model call's sigma as a host float (set by the window wrapper when
-#: every row has the same sigma), so per-window checks do not read it back from the GPU.
+#: transformer_options: the sigma of the call's (with windows: the window's) first row as a host
+#: float, set by the window wrapper, so per-window checks do not read it back from the GPU.
 HOST_SIGMA_OPTION = "xportrait_host_sigma"
 #: transformer_options flag set by Apply X-Portrait's speed options; absent means on.
 REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
