@@ -46,6 +46,8 @@ for phase in "$@"; do
             timeout 80 $B --steps 10 --usable-gib 8
             timeout 70 $B --steps 10 --usable-gib 12
             timeout 80 $B --steps 10 --comfy-flag=--novram ;;
+    fast-separate) timeout 300 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+                     --check-levers cuda_graphs --check-warm ;;
     long-flat) for frames in 480 960; do timeout 280 $B --steps 10 --frames $frames; done ;;
     clip-lengths) timeout 100 $B --steps 10; timeout 150 $B --steps 10 --frames 240 ;;
     final) timeout 420 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --check-levers cuda_graphs
