@@ -48,7 +48,12 @@ for phase in "$@"; do
             timeout 80 $B --steps 10 --comfy-flag=--novram ;;
     fast-separate) timeout 300 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
                      --check-levers cuda_graphs --check-warm ;;
-    long-flat) for frames in 480 960; do timeout 280 $B --steps 10 --frames $frames; done ;;
+    ref-graphs) timeout 560 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+                  --profile-after 10 ;;
+    long-flat) timeout 130 $B --steps 2 --frames 480 --window-memory
+               timeout 215 $B --steps 2 --frames 960 --window-memory ;;
+    host-stack) timeout 230 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+                  --stack-sample ;;
     clip-lengths) timeout 100 $B --steps 10; timeout 150 $B --steps 10 --frames 240 ;;
     final) timeout 420 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --check-levers cuda_graphs
            timeout 70 $B --steps 10 --memory-trace ;;

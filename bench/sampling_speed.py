@@ -117,6 +117,38 @@ class NetworkTimer:
         return out
 
 
+class WindowMemory:
+    """GPU memory each window needs on top of what is alive when it starts (weights, the clip's
+    latents and sampler state): the allocator's peak since the previous window ended, minus what
+    was allocated then. Read at the pack's own per-window hook; the allocator's counters need no
+    GPU sync. With --window-memory only."""
+
+    def __init__(self, window_state_class):
+        self.start = torch.cuda.memory_allocated()
+        self.needs: list[int] = []
+        self.alive: list[int] = []
+        plain = window_state_class.window_done
+        meter = self
+
+        def measured(state, *args, **kwargs):
+            meter.needs.append(torch.cuda.max_memory_allocated() - meter.start)
+            meter.start = torch.cuda.memory_allocated()
+            meter.alive.append(meter.start)
+            torch.cuda.reset_peak_memory_stats()
+            return plain(state, *args, **kwargs)
+
+        window_state_class.window_done = measured
+        torch.cuda.reset_peak_memory_stats()
+
+    def rows(self) -> list[tuple[str, str]]:
+        gib = 2 ** 30
+        return [("windows measured", len(self.needs)),
+                ("largest need of one window above what was alive at its start (GiB)", f"{max(self.needs) / gib:.3f}"),
+                ("median need of one window (GiB)", f"{sorted(self.needs)[len(self.needs) // 2] / gib:.3f}"),
+                ("alive between windows, first / largest (GiB)",
+                 f"{self.alive[0] / gib:.3f} / {max(self.alive) / gib:.3f}")]
+
+
 def graph_replays(patched) -> int:
     """Calls of the timed run replayed from CUDA graphs (the lever's own counter)."""
     graphs = patched.model_options.get("transformer_options", {}).get("xportrait_cuda_graphs")
@@ -190,6 +222,8 @@ def main() -> None:
                     help="sample once more with torch's allocation history on and print what is alive at the peak")
     ap.add_argument("--compile-cache", help="torch.compile's portable cache (gzip): loaded before sampling if the "
                                             "file exists, written after the warm-up runs otherwise")
+    ap.add_argument("--window-memory", action="store_true",
+                    help="GPU memory per window above what is alive at its start (a run after the timed one)")
     ap.add_argument("--network-times", action="store_true",
                     help="GPU time of the ControlNets and the reference net (CUDA events; also with --profile)")
     args = ap.parse_args()
@@ -286,7 +320,9 @@ def run(args) -> None:
     if (args.profile or args.network_times) and cuda:
         timer = NetworkTimer()
         timer.wrap(control_mod.XPortraitMotionControl, "_residuals", "ControlNets")
-        timer.wrap(pack("nodes.reference_attention").ReferenceState, "_record", "reference net")
+        # Around the cache lookup, outside any CUDA-graph recording (events must not be captured).
+        timer.wrap(pack("nodes.reference_attention").ReferenceState, "projected_bank",
+                   "reference net + bank projection")
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if args.profile else None
     replays_before = graph_replays(patched)
     t_sample = time.perf_counter()
@@ -328,7 +364,7 @@ def run(args) -> None:
                        f"hint-feature reuse {'on' if speed.reuse_hint_features else 'off'}, "
                        f"CUDA graphs {'on' if speed.cuda_graphs else 'off'}, "
                        f"cond/uncond {'batched' if speed.batch_cond_uncond else 'separate passes'}"),
-            ("calls replayed from CUDA graphs (UNet windows + ControlNet batches)", replays),
+            ("calls replayed from CUDA graphs (UNet windows, ControlNet batches, reference net)", replays),
             ("untimed warm-up runs (s)", ", ".join(f"{w:.1f}" for w in warm_s) or "-"),
             ("ComfyUI weight patcher", type(model).__name__),
             ("memory limits", f"usable {args.usable_gib} GiB (blocker), reserve-vram {args.reserve_vram}, "
@@ -369,6 +405,11 @@ def run(args) -> None:
                 sample(patched)
                 sync()
             rows += sampler.rows()
+        if args.window_memory and cuda:
+            meter = WindowMemory(window.WindowState)
+            sample(patched)
+            sync()
+            rows += meter.rows()
         if args.memory_trace and cuda:
             del images
             with diagnostics.MemoryPeakTrace() as trace:

@@ -5,9 +5,10 @@ launch them (36% GPU idle in a compiled step on an H200). This lever records eac
 once per run and replays it (`xportrait_core.graph_replay`):
 - the generation UNet's call for one window (temporal modules, reference attention and the
   ControlNet residuals included), through an innermost DIFFUSION_MODEL wrapper;
-- each motion ControlNet's forward over a window's fresh frames (three batch sizes at 16/4).
-The reference net (once per model call) and the window bookkeeping stay eager. Both kinds of
-recording share one memory pool, since they never run at the same time.
+- each motion ControlNet's forward over a window's fresh frames (three batch sizes at 16/4);
+- the reference net's call (once per model call) with the projection of its bank.
+The window bookkeeping stays eager. Every recording shares one memory pool, since they never
+run at the same time.
 
 A recording freezes every Python decision the call made, so a call is only replayed when
 nothing but tensor values can differ from the recorded one:
@@ -81,11 +82,18 @@ class RunGraphs:
     def __init__(self):
         self.replay = GraphReplay()
         self._eligible: dict[int, bool] = {}
+        self._resident: dict[int, bool] = {}
 
     def finish(self) -> None:
         """End of a sampling run: drop the recordings (they hold the weights' addresses)."""
         self.replay.release()
         self._eligible.clear()
+        self._resident.clear()
+
+    def _weights_resident(self, net: torch.nn.Module, device: torch.device) -> bool:
+        if id(net) not in self._resident:
+            self._resident[id(net)] = weights_resident(net, device)
+        return self._resident[id(net)]
 
     def _off(self, net: torch.nn.Module, reason: str) -> bool:
         """Log once per network and run why its calls stay eager; returns False."""
@@ -98,7 +106,7 @@ class RunGraphs:
         """Resident weights and room for a recording, checked once per network and run (neither
         changes within a run)."""
         if id(net) not in self._eligible:
-            if not weights_resident(net, x.device):
+            if not self._weights_resident(net, x.device):
                 return self._off(net, "weights are streamed by ComfyUI's memory manager")
             if not room_for_recording(x, x.dtype):
                 return self._off(net, "not enough free GPU memory for the recording")
@@ -127,6 +135,24 @@ class RunGraphs:
         if not x.is_cuda or not self._network_allows(net, x):
             return run(inputs)
         return self.replay(("controlnet", id(net)), run, inputs)
+
+    def reference(self, net: torch.nn.Module, unet: torch.nn.Module, run, inputs: tuple, attention_override):
+        """``run(inputs)`` (the reference net's call and the projection of its bank through
+        ``unet``'s to_k/to_v) replayed when both networks' weights stay on the GPU and the
+        attention choice is X-Portrait's own. Eager, the reference net at batch 1 left the GPU
+        waiting on Python between its kernels."""
+        latents = inputs[0]
+        if latents.is_cuda and self.reference_allowed(net, unet, latents, attention_override):
+            return self.replay(("reference", id(net)), run, inputs)
+        return run(inputs)
+
+    def reference_allowed(self, net: torch.nn.Module, unet: torch.nn.Module, latents: torch.Tensor,
+                          attention_override) -> bool:
+        if attention_override is not None and attention_override is not choose_kernel:
+            return self._off(net, "attention override")
+        if not self._weights_resident(unet, latents.device):
+            return self._off(net, "the UNet's weights are streamed by ComfyUI's memory manager")
+        return self._network_allows(net, latents)
 
 
 def attach_cuda_graphs(model, enabled: bool) -> RunGraphs | None:

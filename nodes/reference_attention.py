@@ -20,7 +20,7 @@ from ..xportrait_core.reference_bank import (REFERENCE_MODES, ReferenceBank, chu
 
 from .attention_choice import OVERRIDE_OPTION
 from .compiled_blocks import compile_on, compiled_while, unet_blocks
-from .motion_control import CLIP_FRAMES_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
+from .motion_control import CLIP_FRAMES_OPTION, GRAPHS_OPTION, WINDOW_FRAMES_OPTION, WINDOW_PLAN_OPTION
 from .networks import storage_only
 
 REFERENCE_KEY = "xportrait_reference"
@@ -83,33 +83,48 @@ class ReferenceState:
             placed = self._placed_latents = self.latents.to(device=device, dtype=dtype)
         return placed
 
-    def _record(self, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
-                compiled: bool = False) -> ReferenceBank:
+    def _compute_dtype(self, context: torch.Tensor) -> torch.dtype:
         net = self.reference_net.model
         dtype = getattr(self.reference_net, "compute_dtype", None) or next(net.parameters()).dtype
-        if storage_only(dtype):  # fp8 weights: compute in the sampler's dtype
-            dtype = context.dtype
-        device = context.device
-        refs = self.latents.shape[0]
+        return context.dtype if storage_only(dtype) else dtype  # fp8 weights: compute in the sampler's dtype
+
+    def _record(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
+                compiled: bool = False) -> ReferenceBank:
+        net = self.reference_net.model
+        refs = latents.shape[0]
         recorder = _BankRecorder()
         options = {"patches": {"attn1_patch": [recorder]}}
         if attention_override is not None:
             options[OVERRIDE_OPTION] = attention_override
         # Compiled, the recorder's list is guarded by its length: each site compiles once.
-        with torch.no_grad(), compiled_while(compiled, net, unet_blocks(net), device):
-            net(self._latents_on(device, dtype), timesteps=timestep.expand(refs).to(device),
-                context=context.expand(refs, -1, -1).to(dtype), transformer_options=options)
+        with torch.no_grad(), compiled_while(compiled, net, unet_blocks(net), latents.device):
+            net(latents, timesteps=timestep.expand(refs), context=context.expand(refs, -1, -1),
+                transformer_options=options)
         if self.mode == "per frame":
             return ReferenceBank(recorder.entries)  # [references, tokens, C]: one bank per reference
         return ReferenceBank.from_references([recorder.entries])
 
+    def _record_and_project(self, unet, inputs: tuple, attention_override, compiled: bool) -> dict:
+        """The bank of one model call projected through the UNet's own to_k/to_v, per site.
+        ``inputs`` (latents, timestep, context) are the only tensors it reads besides weights,
+        so the CUDA-graph lever can replay it."""
+        bank = self._record(*inputs, attention_override, compiled)
+        sites = transformer_sites(unet)
+        if len(sites) != len(bank):
+            raise ValueError(f"reference net recorded {len(bank)} attention sites but the MODEL has "
+                             f"{len(sites)}: the reference net does not match this base model")
+        with torch.no_grad():
+            return {site: (block.attn1.to_k(entry), block.attn1.to_v(entry))
+                    for (site, block), entry in zip(sites, bank.entries)}
+
     def projected_bank(self, unet, timestep: torch.Tensor, context: torch.Tensor, attention_override=None,
-                       call=None, compiled: bool = False) -> dict:
+                       call=None, compiled: bool = False, graphs=None) -> dict:
         """The bank for this timestep and context, recorded once per model call.
 
         ``call`` is the window wrapper's model-call number: all windows of one call share the
         timestep and the (empty-prompt) context, so the call number alone is the key and no
         value has to be read back from the GPU. Without it (no windows) values are compared.
+        ``graphs`` (the CUDA-graph lever's RunGraphs, or None) may replay the recorded call.
         """
         if call is not None:
             key = ("call", call, tuple(context.shape), str(context.device))
@@ -119,16 +134,16 @@ class ReferenceState:
             key = (float(timestep.reshape(-1)[0]), tuple(context.shape), str(context.device))
             stale = key != self._cache_key or not torch.equal(context, self._cache_context)
         if stale:
-            bank = self._record(timestep, context, attention_override, compiled)
-            sites = transformer_sites(unet)
-            if len(sites) != len(bank):
-                raise ValueError(f"reference net recorded {len(bank)} attention sites but the MODEL has "
-                                 f"{len(sites)}: the reference net does not match this base model")
-            projected = {}
-            with torch.no_grad():
-                for (site, block), entry in zip(sites, bank.entries):
-                    entry = entry.to(context.device)
-                    projected[site] = (block.attn1.to_k(entry), block.attn1.to_v(entry))
+            dtype = self._compute_dtype(context)
+            inputs = (self._latents_on(context.device, dtype), timestep.to(context.device), context.to(dtype))
+
+            def run(args):
+                return self._record_and_project(unet, args, attention_override, compiled)
+
+            if graphs is not None:
+                projected = graphs.reference(self.reference_net.model, unet, run, inputs, attention_override)
+            else:
+                projected = run(inputs)
             self._cache_key, self._cache_context, self._cache_value = key, context, projected
         return self._cache_value
 
@@ -144,7 +159,7 @@ class _DiffusionModelBank:
             plan = transformer_options.get(WINDOW_PLAN_OPTION)
             bank = self.state.projected_bank(executor.class_obj, timesteps[first:first + 1], context[first:first + 1],
                                              transformer_options.get(OVERRIDE_OPTION), plan[0] if plan else None,
-                                             compile_on(transformer_options))
+                                             compile_on(transformer_options), transformer_options.get(GRAPHS_OPTION))
             transformer_options = {**transformer_options, BANK_OPTION: bank}
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 

@@ -73,3 +73,44 @@ def test_cuda_graphs_need_every_weight_resident(rig):
         finally:
             layer.comfy_cast_weights = False
         assert not graphs.weights_resident(net, torch.device("meta"))
+
+
+def test_reference_net_call_reaches_the_graph_lever_once_per_model_call(rig, inp):
+    # Off CUDA the call runs eagerly (bit-identical), but it must reach the lever once per model
+    # call with the tensors a recording would copy: the reference latents, the timestep, the context.
+    _, off = _run(rig, inp, _speed(cuda_graphs=False))
+    model = rig.patched(inp["z_ref"], speed=_speed(cuda_graphs=True))
+    graphs = model.model_options["transformer_options"][pack_module("nodes.motion_control").GRAPHS_OPTION]
+    seen = []
+    lever = graphs.reference
+
+    def counted(net, unet, run, inputs, attention_override):
+        seen.append((net, [tuple(t.shape) for t in inputs]))
+        return lever(net, unet, run, inputs, attention_override)
+
+    graphs.reference = counted
+    x, hints = _clip(inp, 29)
+    pos, neg = rig.conditioning(inp["context"], hints)
+    _, on = rig.sample(model, x, [501, 251], pos, neg, cfg=5.0, seed=7)
+    assert torch.equal(on, off)
+    assert len(seen) == 2  # two model calls, each with several windows
+    assert all(net is rig.reference_net.model for net, _ in seen)
+    latents, timestep, context = seen[0][1]
+    assert latents == tuple(inp["z_ref"].shape) and timestep == (1,) and context[0] == 1
+
+
+def test_reference_net_graph_needs_resident_weights_and_our_attention(rig, inp):
+    graphs = pack_module("nodes.cuda_graphs")
+    choose_kernel = pack_module("nodes.attention_choice").choose_kernel
+    net, unet = rig.reference_net.model, rig.model.model.diffusion_model
+    latents = inp["z_ref"]
+    assert graphs.RunGraphs().reference_allowed(net, unet, latents, choose_kernel)
+    assert graphs.RunGraphs().reference_allowed(net, unet, latents, None)
+    assert not graphs.RunGraphs().reference_allowed(net, unet, latents, lambda *args, **kwargs: None)
+    for streamed in (unet, net):  # the projections read the UNet's to_k/to_v
+        layer = next(m for m in streamed.modules() if hasattr(m, "comfy_cast_weights"))
+        layer.comfy_cast_weights = True
+        try:
+            assert not graphs.RunGraphs().reference_allowed(net, unet, latents, choose_kernel)
+        finally:
+            layer.comfy_cast_weights = False

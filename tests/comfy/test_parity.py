@@ -32,7 +32,7 @@ def golden(name):
 
 def test_reference_bank_matches_g1(rig, inp):
     state = pack_module("nodes.reference_attention").ReferenceState(rig.reference_net, inp["z_ref"], 1.0)
-    bank = state._record(torch.tensor([501.0]), inp["context"])
+    bank = state._record(inp["z_ref"].to(state._compute_dtype(inp["context"])), torch.tensor([501.0]), inp["context"])
     g1 = golden("g1_reference_bank.safetensors")
     assert len(bank) == 16
     for i, entry in enumerate(bank.entries):
