@@ -46,6 +46,11 @@ for phase in "$@"; do
             timeout 80 $B --steps 10 --usable-gib 8
             timeout 70 $B --steps 10 --usable-gib 12
             timeout 80 $B --steps 10 --comfy-flag=--novram ;;
+    fast-fp8) timeout 250 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+                --profile-after 10 --check-levers cuda_graphs
+              (cd bench && timeout 230 python3 precision.py --comfyui "../$COMFY" --dtypes fp8_e4m3fn fp8_e4m3fn_fast) ;;
+    gaps) timeout 250 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+            --profile-after 10 ;;
     fast-separate) timeout 300 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
                      --check-levers cuda_graphs --check-warm ;;
     ref-graphs) timeout 560 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \

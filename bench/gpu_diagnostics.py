@@ -62,6 +62,38 @@ def kernel_categories(profiler, wall_s: float) -> list[tuple[str, str]]:
     return rows
 
 
+#: Idle gaps between GPU activities, by length (µs): launch gaps inside a graph are a few µs,
+#: a host that falls behind leaves gaps of tens of µs to ms.
+GAP_BINS_US = (5, 20, 100, 1000, 10_000)
+
+
+def idle_gaps(profiler, top: int = 8) -> list[tuple[str, str]]:
+    """Where the GPU sat idle: the time between consecutive kernels/copies, binned by gap
+    length, and the longest gaps with the activity on either side."""
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in profiler.events()
+                   if str(getattr(e, "device_type", "")).endswith("CUDA"))
+    if len(spans) < 2:
+        return [("idle gaps", "no GPU activity recorded")]
+    gaps, reach, last_name = [], spans[0][1], spans[0][2]
+    for start, end, name in spans[1:]:
+        if start > reach:
+            gaps.append((start - reach, last_name, name))
+        if end >= reach:
+            reach, last_name = end, name
+    total = sum(g for g, _, _ in gaps)
+    rows = [("idle between GPU activities", f"{total / 1000:.0f} ms in {len(gaps)} gaps over "
+             f"{(spans[-1][1] - spans[0][0]) / 1000:.0f} ms")]
+    low = 0
+    for high in GAP_BINS_US + (float("inf"),):
+        inside = [g for g, _, _ in gaps if low <= g < high]
+        label = f"{low}-{high} us" if high != float("inf") else f">= {low} us"
+        rows.append((f"  idle in gaps of {label}", f"{sum(inside) / 1000:.0f} ms ({len(inside)} gaps)"))
+        low = high
+    for gap, before, after in sorted(gaps, reverse=True)[:top]:
+        rows.append((f"  gap of {gap / 1000:.2f} ms", f"after {before[:60]} / before {after[:60]}"))
+    return rows
+
+
 class MemoryPeakTrace:
     """Allocations alive at the peak of the traced region, by the Python line that made them."""
 

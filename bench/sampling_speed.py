@@ -399,7 +399,7 @@ def run(args) -> None:
                 sync()
                 short_s = time.perf_counter() - t_short
             rows += [(f"profiled run of {args.profile_after} steps: {label}", value)
-                     for label, value in diagnostics.kernel_categories(short, short_s)]
+                     for label, value in diagnostics.kernel_categories(short, short_s) + diagnostics.idle_gaps(short)]
         if args.stack_sample:
             with diagnostics.StackSampler() as sampler:
                 sample(patched)

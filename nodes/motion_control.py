@@ -32,8 +32,9 @@ WINDOW_PLAN_OPTION = "xportrait_window_plan"
 CLIP_FRAMES_OPTION = "xportrait_clip_frames"
 #: transformer_options key of the CUDA-graph lever (nodes/cuda_graphs.py): the run's recordings.
 GRAPHS_OPTION = "xportrait_cuda_graphs"
-#: transformer_options: the sigma of the call's (with windows: the window's) first row as a host
-#: float, set by the window wrapper, so per-window checks do not read it back from the GPU.
+#: transformer_options: a callable giving the sigma of the call's (with windows: the window's)
+#: first row as a host float, set by the window wrapper; it reads the GPU once per model call,
+#: and only when called.
 HOST_SIGMA_OPTION = "xportrait_host_sigma"
 #: transformer_options flag set by Apply X-Portrait's speed options; absent means on.
 REUSE_RESIDUALS_OPTION = "xportrait_reuse_control_residuals"
@@ -250,11 +251,15 @@ class XPortraitMotionControl(comfy.controlnet.ControlBase):
         return self.control_merge(control, control_prev, output_dtype=None)
 
     def _outside_range(self, t: torch.Tensor, transformer_options: dict) -> bool:
-        """ComfyUI's start/end percent check on t[0]. Reading t[0] from the GPU would drain its
-        queue once per window; the window wrapper's host copy of the sigma is compared instead,
-        as a tensor of t's dtype so the comparison rounds exactly as ComfyUI's does."""
+        """ComfyUI's start/end percent check on t[0]. At 0% to 100% ComfyUI's bounds are sigmas
+        no schedule reaches, so nothing is read. Otherwise reading t[0] from the GPU in every
+        window would drain its queue each time: the window wrapper's host sigma (read once per
+        model call) is compared instead, as a tensor of t's dtype so it rounds as ComfyUI's does."""
+        start, end = self.timestep_percent_range
+        if start <= 0.0 and end >= 1.0:
+            return False
         sigma = transformer_options.get(HOST_SIGMA_OPTION)
-        first = t[0] if sigma is None else torch.tensor(sigma, dtype=t.dtype)
+        first = t[0] if sigma is None else torch.tensor(sigma(), dtype=t.dtype)
         return bool(first > self.timestep_range[0] or first < self.timestep_range[1])
 
     @staticmethod

@@ -19,7 +19,7 @@ import comfy.utils
 from comfy.patcher_extension import WrappersMP
 
 from ..xportrait_core.finite_inputs import require_finite
-from ..xportrait_core.host_values import to_device
+from ..xportrait_core.host_values import ReadWhenAsked, to_device
 from ..xportrait_core.windows import WindowPlan, average_over_windows
 
 from .device_conds import DeviceConds
@@ -81,7 +81,6 @@ class WindowState:
         self.on_finish = list(on_finish)
         self._rng = random.Random(0)
         self._step = 0
-        self._last_sigma = None
         self._plan = None
         self.calls = 0
         self._steps = 1
@@ -91,7 +90,7 @@ class WindowState:
 
     def start(self, seed, steps: int = 1) -> None:
         self._rng = random.Random(0 if seed is None else int(seed))
-        self._step, self._last_sigma, self._plan = 0, None, None
+        self._step, self._plan = 0, None
         self.calls = 0
         self._steps = max(1, steps)
         self._progress = None
@@ -119,30 +118,32 @@ class WindowState:
         return self._previewer.decode_latent_to_preview_image("JPEG", denoised[middle:middle + 1])
 
     def finish(self) -> None:
-        self._plan = self._last_sigma = None
+        self._plan = None
         self.device_conds.clear()
         for callback in self.on_finish:
             callback()
 
-    def plan(self, n_frames: int, sigma: float) -> WindowPlan | None:
-        """The windows of this model call (a new plan when the sigma changes), or None for one pass."""
+    def plan(self, n_frames: int) -> WindowPlan | None:
+        """The windows of a new model call, or None for one pass.
+
+        X-Portrait draws a new offset at every DDIM step, which is one model call; a new plan is
+        drawn at every call, so no sigma has to be read back from the GPU to see a new step.
+        """
         o = self.options
         if o.mode == "off" or n_frames <= o.length:
             if n_frames > 24:
                 raise ValueError(f"{n_frames} frames in one pass exceed the temporal modules' 24-frame limit; "
                                  "use window mode 'official' or 'sliding'")
             return None
-        if sigma != self._last_sigma:
-            self._last_sigma = sigma
-            if o.mode == "official":
-                if o.offsets:
-                    offset = o.offsets[self._step % len(o.offsets)] % n_frames
-                else:
-                    offset = self._rng.randint(0, n_frames - 1)
-                self._plan = WindowPlan.official(n_frames, offset, o.length, o.overlap)
+        if o.mode == "official":
+            if o.offsets:
+                offset = o.offsets[self._step % len(o.offsets)] % n_frames
             else:
-                self._plan = WindowPlan.sliding(n_frames, o.length, o.overlap)
-            self._step += 1
+                offset = self._rng.randint(0, n_frames - 1)
+            self._plan = WindowPlan.official(n_frames, offset, o.length, o.overlap)
+        else:
+            self._plan = WindowPlan.sliding(n_frames, o.length, o.overlap)
+        self._step += 1
         return self._plan
 
 
@@ -170,13 +171,14 @@ class _WindowedCondBatch:
 
     def __call__(self, executor, model, conds, x_in, timestep, model_options):
         n = x_in.shape[0]
-        # The one read of GPU values per model call; the windows use the host copy (t[0] of a
-        # window is the sigma of its first frame).
-        sigmas = timestep.reshape(-1).tolist()
-        plan = self.state.plan(n, sigmas[0])
+        # No value is read back from the GPU here: a read would wait for the previous call's
+        # queued work and leave the GPU idle while this call is prepared. The sigmas are read
+        # only if a check needs them (a ControlNet range short of the whole schedule).
+        sigmas = ReadWhenAsked(timestep)
+        plan = self.state.plan(n)
         self.state.calls += 1
         transformer_options = {**model_options.get("transformer_options", {}), CLIP_FRAMES_OPTION: n,
-                               HOST_SIGMA_OPTION: sigmas[0]}
+                               HOST_SIGMA_OPTION: HostSigma(sigmas, 0)}
         model_options = {**model_options, "transformer_options": transformer_options}
         conds = self.state.device_conds(conds, x_in.device)
         if plan is None:
@@ -190,7 +192,7 @@ class _WindowedCondBatch:
             # The call number tells per-call caches (ControlNet residual reuse) that x_in is new.
             options["transformer_options"] = {**model_options.get("transformer_options", {}),
                                               WINDOW_FRAMES_OPTION: frames,
-                                              HOST_SIGMA_OPTION: sigmas[window[0]] if per_frame_sigma else sigmas[0],
+                                              HOST_SIGMA_OPTION: HostSigma(sigmas, window[0] if per_frame_sigma else 0),
                                               WINDOW_PLAN_OPTION: (self.state.calls, plan.windows, index)}
             per_window.append(_run_window(executor, model, conds, x_in[frames_dev],
                                           timestep[frames_dev] if per_frame_sigma else timestep, options))
@@ -198,6 +200,18 @@ class _WindowedCondBatch:
                                    per_window[-1][0])
         # One prediction per conditioning; each is merged over the windows on its own.
         return [average_over_windows([outs[c] for outs in per_window], plan, n) for c in range(len(per_window[0]))]
+
+
+class HostSigma:
+    """The sigma of one row of a model call as a host float, read from the GPU only when called
+    (and then once for the whole call)."""
+
+    def __init__(self, sigmas: ReadWhenAsked, row: int):
+        self.sigmas = sigmas
+        self.row = row
+
+    def __call__(self) -> float:
+        return self.sigmas[self.row]
 
 
 def _run_window(executor, model, conds, x, timestep, model_options):

@@ -19,3 +19,27 @@ def to_device(values: Sequence, device: torch.device | str, dtype: torch.dtype |
     if device.type != "cuda":
         return host.to(device)
     return host.pin_memory().to(device, non_blocking=True)
+
+
+class ReadWhenAsked:
+    """The values of a device tensor, read back to the host on first use and then kept.
+
+    A read-back waits until the GPU has run everything queued before it, and the host then
+    queues the next kernels onto an idle GPU. Values that are only sometimes needed (a
+    ControlNet's start/end check when its range is not the whole schedule) are read this way,
+    so a model call that does not need them never drains the queue.
+    """
+
+    def __init__(self, tensor: torch.Tensor):
+        self._tensor = tensor
+        self._values: list | None = None
+
+    @property
+    def was_read(self) -> bool:
+        return self._values is not None
+
+    def __getitem__(self, index: int):
+        if self._values is None:
+            self._values = self._tensor.reshape(-1).tolist()
+            self._tensor = None
+        return self._values[index]
