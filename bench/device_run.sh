@@ -51,6 +51,13 @@ for phase in "$@"; do
               (cd bench && timeout 230 python3 precision.py --comfyui "../$COMFY" --dtypes fp8_e4m3fn fp8_e4m3fn_fast) ;;
     gaps) timeout 250 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
             --profile-after 10 ;;
+    probe) timeout 300 python3 bench/block_compile.py --comfyui $COMFY --channels-last --cudnn-benchmark
+           timeout 200 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+             --steps 3 --profile ;;
+    channels-last) timeout 560 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+                     --save-compile-cache "$OUT/inductor-cache-cl.gz" --check-levers channels_last --profile-after 10 ;;
+    cl-check) timeout 330 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+                --check-levers channels_last ;;
     fast-separate) timeout 300 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
                      --check-levers cuda_graphs --check-warm ;;
     ref-graphs) timeout 560 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \

@@ -190,6 +190,8 @@ def main() -> None:
     ap.add_argument("--no-reuse-hint-features", action="store_true",
                     help="speed lever off: the ControlNets' hint encoder in every step")
     ap.add_argument("--compile", action="store_true", help="speed lever on: compiled UNet blocks (off by default)")
+    ap.add_argument("--no-channels-last", action="store_true",
+                    help="speed lever off: compiled networks keep NCHW conv weights (the lever needs --compile)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="speed lever on: UNet window calls and ControlNet batches replayed from CUDA graphs")
     modes = ap.add_mutually_exclusive_group()
@@ -222,6 +224,8 @@ def main() -> None:
                     help="sample once more with torch's allocation history on and print what is alive at the peak")
     ap.add_argument("--compile-cache", help="torch.compile's portable cache (gzip): loaded before sampling if the "
                                             "file exists, written after the warm-up runs otherwise")
+    ap.add_argument("--save-compile-cache", help="write the compile cache here after the warm-up runs, also when "
+                                                 "--compile-cache loaded one (it then holds both)")
     ap.add_argument("--window-memory", action="store_true",
                     help="GPU memory per window above what is alive at its start (a run after the timed one)")
     ap.add_argument("--network-times", action="store_true",
@@ -283,7 +287,8 @@ def run(args) -> None:
                                    reuse_control_residuals=not args.no_reuse_residuals,
                                    compile_blocks=args.compile,
                                    reuse_hint_features=not args.no_reuse_hint_features,
-                                   cuda_graphs=args.cuda_graphs, batch_cond_uncond=args.batch_cond_uncond)
+                                   cuda_graphs=args.cuda_graphs, batch_cond_uncond=args.batch_cond_uncond,
+                                   channels_last=not args.no_channels_last)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -313,7 +318,8 @@ def run(args) -> None:
         sample(patched)
         sync()
         warm_s.append(time.perf_counter() - t_warm)
-    cache_saved = (diagnostics.compile_cache_save(args.compile_cache)
+    cache_saved = (diagnostics.compile_cache_save(args.save_compile_cache) if args.save_compile_cache else
+                   diagnostics.compile_cache_save(args.compile_cache)
                    if args.compile and args.warm_runs and cache_loaded == "none" else "not saved")
     reset()
     timer = None
@@ -360,7 +366,8 @@ def run(args) -> None:
                          f"cfg {args.cfg}, windows {args.window_mode} 16/4, {args.dtype}"),
             ("levers", f"attention kernels {'on' if speed.attention_kernels else 'off'}, "
                        f"residual reuse {'on' if speed.reuse_control_residuals else 'off'}, "
-                       f"compiled blocks {'on' if speed.compile_blocks else 'off'}, "
+                       f"compiled blocks {'on' if speed.compile_blocks else 'off'}"
+                       f"{(' (channels-last ' + ('on' if speed.channels_last else 'off') + ')') if speed.compile_blocks else ''}, "
                        f"hint-feature reuse {'on' if speed.reuse_hint_features else 'off'}, "
                        f"CUDA graphs {'on' if speed.cuda_graphs else 'off'}, "
                        f"cond/uncond {'batched' if speed.batch_cond_uncond else 'separate passes'}"),
@@ -429,13 +436,15 @@ def run(args) -> None:
         for label, off in (("attention kernels off", dict(attention_kernels=False)),
                            ("residual reuse off", dict(reuse_control_residuals=False)),
                            ("compiled blocks off", dict(compile_blocks=False)),
+                           ("channels-last off", dict(channels_last=False)),
                            ("hint-feature reuse off", dict(reuse_hint_features=False)),
                            ("CUDA graphs off", dict(cuda_graphs=False)),
                            ("cond/uncond in the other mode", dict(batch_cond_uncond=not speed.batch_cond_uncond)),
                            ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
                                                     compile_blocks=False, reuse_hint_features=False,
                                                     cuda_graphs=False))):
-            if off == dict(compile_blocks=False) and not speed.compile_blocks or \
+            if off in (dict(compile_blocks=False), dict(channels_last=False)) and not speed.compile_blocks or \
+                    off == dict(channels_last=False) and not speed.channels_last or \
                     off == dict(cuda_graphs=False) and not speed.cuda_graphs:
                 continue
             if wanted is not None and not wanted & set(off):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import weakref
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 
@@ -33,6 +34,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, ResBlock,
 from comfy.patcher_extension import WrappersMP
 
 from ..xportrait_core.temporal import TemporalModule
+from .channels_last import ChannelsLastWeights, channels_last_on
 
 log = logging.getLogger("xportrait")
 
@@ -76,6 +78,23 @@ def weights_resident(net: torch.nn.Module, device: torch.device) -> bool:
     return True
 
 
+def _dynamo_settings() -> dict:
+    """Dynamo settings while compiled blocks run (only those this torch version has)."""
+    wanted = {
+        "recompile_limit": RECOMPILE_LIMIT,  # named cache_size_limit before torch 2.7
+        "cache_size_limit": RECOMPILE_LIMIT,
+        # Dynamo skips the tensor guards of parameters whose module dict is unchanged, so a
+        # weight whose layout changed in place (the channels-last lever, on in one run and off
+        # in the next) would reach code compiled for the other layout. Guard them in full.
+        "skip_tensor_guards_with_matching_dict_tags": False,
+    }
+    config = torch._dynamo.config
+    settings = {key: value for key, value in wanted.items() if hasattr(config, key)}
+    if "recompile_limit" in settings:
+        settings.pop("cache_size_limit", None)  # an alias of recompile_limit where both exist
+    return settings
+
+
 class BlockCompiler:
     """Compiled callables of blocks, installed around a network's forward and removed after.
 
@@ -117,7 +136,7 @@ class BlockCompiler:
         try:
             for block in blocks:
                 block._compiled_call_impl = self._callable(block)
-            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            with torch._dynamo.config.patch(**_dynamo_settings()):
                 yield
         finally:
             for block in blocks:
@@ -126,17 +145,31 @@ class BlockCompiler:
 
 #: The compiler every network of the pack uses (tests swap in one with the `eager` backend).
 COMPILER = BlockCompiler()
+#: Networks whose convolution weights are NHWC for the current run (the channels-last lever).
+CHANNELS_LAST = ChannelsLastWeights()
 
 
-def compile_on(transformer_options: dict) -> bool:
-    return bool(transformer_options.get(COMPILE_OPTION))
+class CompileChoice(NamedTuple):
+    """The compile lever's switches for one network call; false when compiling is off."""
+    enabled: bool
+    channels_last: bool = False
+
+    def __bool__(self) -> bool:
+        return self.enabled
+
+
+def compile_on(transformer_options: dict) -> CompileChoice:
+    return CompileChoice(bool(transformer_options.get(COMPILE_OPTION)), channels_last_on(transformer_options))
 
 
 @contextmanager
-def compiled_while(enabled: bool, net: torch.nn.Module, blocks, device: torch.device):
-    """``blocks`` of ``net`` run compiled inside the with-body when the lever is on and applies."""
+def compiled_while(choice: CompileChoice | bool, net: torch.nn.Module, blocks, device: torch.device):
+    """``blocks`` of ``net`` run compiled inside the with-body when the lever is on and applies
+    (and with NHWC convolution weights for the rest of the run when ``choice`` asks for that)."""
     compiler = COMPILER
-    if enabled and compiler.applies(net, device):
+    if choice and compiler.applies(net, device):
+        if getattr(choice, "channels_last", False):
+            CHANNELS_LAST.convert(net)
         with compiler.installed(blocks):
             yield
     else:
@@ -156,4 +189,8 @@ def attach_compiled_blocks(model) -> None:
 
 
 def finish_compiled_run() -> None:
-    COMPILER.finish()
+    """End of a run (after the CUDA-graph recordings are dropped): weights back to NCHW."""
+    try:
+        CHANNELS_LAST.restore()
+    finally:
+        COMPILER.finish()

@@ -110,14 +110,20 @@ class SpeedSettings(io.ComfyNode):
                                          "UNet batch when they fit. Off (default): they run one after the other, "
                                          "as the official code does, with half the activation memory and the "
                                          "same result; on an H200 that was also the faster setting."),
+                io.Boolean.Input("channels_last", default=True, optional=True,
+                                 tooltip="With compile_blocks: the compiled networks' convolution weights are laid "
+                                         "out channels-last (NHWC) for the run, so the compiled blocks convert no "
+                                         "layouts (about 8-20% faster ResBlocks on an H200). The weights are put "
+                                         "back after the run. No effect without compile_blocks."),
             ],
             outputs=[Speed.Output(display_name="speed_options", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
     def execute(cls, attention_kernels, reuse_control_residuals, compile_blocks=False,
-                reuse_hint_features=True, cuda_graphs=False, batch_cond_uncond=False) -> io.NodeOutput:
+                reuse_hint_features=True, cuda_graphs=False, batch_cond_uncond=False,
+                channels_last=True) -> io.NodeOutput:
         return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals, compile_blocks,
-                                          reuse_hint_features, cuda_graphs, batch_cond_uncond))
+                                          reuse_hint_features, cuda_graphs, batch_cond_uncond, channels_last))
 
 
 class MotionControl(io.ComfyNode):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .attention_choice import OVERRIDE_OPTION, choose_kernel
+from .channels_last import CHANNELS_LAST_OPTION
 from .compiled_blocks import COMPILE_OPTION
 from .hint_features import REUSE_HINT_FEATURES_OPTION
 from .motion_control import REUSE_RESIDUALS_OPTION
@@ -36,7 +37,10 @@ class SpeedOptions:
     batch_cond_uncond: the conditional and unconditional passes share one UNet batch when they
     fit. Off by default: they run one after the other, as the official code does, with half the
     activation memory (60 frames at 512 peak at 7.2 GiB instead of 8.3 on an H200, and were not
-    slower there)."""
+    slower there).
+    channels_last: with compile_blocks, the compiled networks' convolution weights are NHWC for
+    the run, so the activations stay NHWC and the compiled blocks convert no layouts (no effect
+    without compile_blocks)."""
 
     attention_kernels: bool = True
     reuse_control_residuals: bool = True
@@ -44,6 +48,7 @@ class SpeedOptions:
     reuse_hint_features: bool = True
     cuda_graphs: bool = False
     batch_cond_uncond: bool = False
+    channels_last: bool = True
 
 
 def apply_speed_options(model, options: SpeedOptions) -> None:
@@ -52,6 +57,7 @@ def apply_speed_options(model, options: SpeedOptions) -> None:
     transformer_options[REUSE_RESIDUALS_OPTION] = options.reuse_control_residuals
     transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
     transformer_options[COMPILE_OPTION] = options.compile_blocks
+    transformer_options[CHANNELS_LAST_OPTION] = options.channels_last
     transformer_options[REUSE_HINT_FEATURES_OPTION] = options.reuse_hint_features
     transformer_options[BATCH_COND_UNCOND_OPTION] = options.batch_cond_uncond
     # An attention override set upstream (another pack's attention patch) is the user's choice: keep it.

@@ -20,6 +20,12 @@ def _clip(inp, frames: int):
     return x, (inp["hint"][idx], inp["local_hint"][idx])
 
 
+def _conv_weights(rig) -> list:
+    """Every 2-D convolution weight of the UNet, the reference net and both ControlNets."""
+    nets = (rig.model.model.diffusion_model, rig.reference_net.model, rig.pose.model, rig.local.model)
+    return [m.weight for net in nets for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
 def _speed(**levers):
     return pack_module("nodes.speed_options").SpeedOptions(**levers)
 
@@ -179,11 +185,21 @@ def test_compiled_blocks_compute_the_plain_result_and_leave_nothing_behind(rig, 
     shipped = blocks.COMPILER
     blocks.COMPILER = compiler = blocks.BlockCompiler(backend="eager", available=lambda device: True)
     torch._dynamo.reset()
+    # The channels-last lever (on by default) rides along: NHWC conv weights during the run only.
+    convs = _conv_weights(rig)
+    before = [w.detach().clone() for w in convs]
+    seen = []
+    hook = rig.model.model.diffusion_model.out.register_forward_pre_hook(
+        lambda m, args: seen.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)))
     try:
         _, out = _run(rig, inp, _speed(compile_blocks=True), **steps)
     finally:
         blocks.COMPILER = shipped
+        hook.remove()
     assert rel_l2(out, plain) < LEVER_BOUND
+    assert seen and all(seen), "the compiled run should see every conv weight in channels-last format"
+    assert all(w.is_contiguous() for w in convs), "conv weights should be NCHW again after the run"
+    assert all(torch.equal(w, b) for w, b in zip(convs, before))
     compiled = [ref() for ref, _ in compiler._compiled.values()]
     unet, nets = rig.model.model.diffusion_model, (rig.pose.model, rig.local.model)
     temporal = [m for m in rig.temporal.model.modules() if type(m).__name__ == "TemporalModule"]
