@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from harness.parity_rig import pack_module
+from harness.tiny_models import rel_l2
 
 from test_speed_levers import _conv_weights, _run, _speed
 
 
 def _all_nhwc(weights) -> bool:
     return all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+
+
+def _conv_weights_of(net) -> list:
+    return [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
 def test_channels_last_does_nothing_without_compiled_blocks(rig, inp):
@@ -37,7 +42,7 @@ def test_weights_are_put_back_when_a_run_fails(rig, inp):
     blocks = pack_module("nodes.compiled_blocks")
     convs = _conv_weights(rig)
     before = [w.detach().clone() for w in convs]
-    unet_convs = [m.weight for m in rig.model.model.diffusion_model.modules() if isinstance(m, torch.nn.Conv2d)]
+    unet_convs = _conv_weights_of(rig.model.model.diffusion_model)
     seen = []
 
     def stop(module, args):
@@ -102,9 +107,6 @@ def test_a_block_compiled_for_one_weight_layout_is_not_reused_for_the_other(comf
     finally:
         blocks.COMPILER = shipped
     assert compiled_with[:2] == [True, False], "the NCHW run should have compiled its own code"
-    assert all(float((o - outs[0]).norm() / outs[0].norm()) < 1e-5 for o in outs), [float((o - outs[0]).norm() / outs[0].norm()) for o in outs]
+    assert all(rel_l2(o, outs[0]) < 1e-5 for o in outs)
     assert all(w.is_contiguous() for w in _conv_weights_of(block))
 
-
-def _conv_weights_of(net):
-    return [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
