@@ -45,8 +45,7 @@ class ChannelsLastWeights:
 
     def convert(self, net: torch.nn.Module) -> None:
         """Make ``net``'s convolution weights NHWC for the rest of the run (once per run)."""
-        entry = self._converted.get(id(net))
-        if entry is not None and entry[0]() is net:
+        if self.converted(net):
             return
         changed = []
         for weight in _conv_weights(net):
