@@ -24,6 +24,10 @@ for phase in "$@"; do
   echo "=== $phase $(date -u +%FT%TZ)"
   case "$phase" in
     attention) python3 bench/attention_kernels.py ;;
+    temporal-attention) timeout 420 python3 bench/temporal_attention.py ;;
+    frame-kernel) timeout 150 python3 bench/temporal_attention.py
+                  timeout 420 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
+                    --save-compile-cache "$OUT/inductor-cache-fk.gz" --check-levers frame_attention_kernel,channels_last ;;
     speed) $B ;;
     nographs) $B --no-cuda-graphs ;;
     check) $B --steps 10 --check-levers ;;
@@ -56,6 +60,10 @@ for phase in "$@"; do
              --steps 3 --profile ;;
     channels-last) timeout 560 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
                      --save-compile-cache "$OUT/inductor-cache-cl.gz" --check-levers channels_last --profile-after 10 ;;
+    confirm) timeout 200 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE"
+             timeout 340 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --compile-cache "$CACHE" ;;
+    defaults-check) timeout 100 $B --steps 10 --check-levers frame_attention_kernel
+                    timeout 100 $B --steps 10 --usable-gib 8 ;;
     cl-check) timeout 330 $B --compile --cuda-graphs --batched-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \
                 --check-levers channels_last ;;
     fast-separate) timeout 300 $B --compile --cuda-graphs --separate-cond-uncond --warm-runs 1 --compile-cache "$CACHE" \

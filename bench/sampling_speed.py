@@ -192,6 +192,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="speed lever on: compiled UNet blocks (off by default)")
     ap.add_argument("--no-channels-last", action="store_true",
                     help="speed lever off: compiled networks keep NCHW conv weights (the lever needs --compile)")
+    ap.add_argument("--no-frame-attention-kernel", action="store_true",
+                    help="speed lever off: the temporal frame attention as batched matmuls, not one Triton kernel")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="speed lever on: UNet window calls and ControlNet batches replayed from CUDA graphs")
     modes = ap.add_mutually_exclusive_group()
@@ -288,7 +290,8 @@ def run(args) -> None:
                                    compile_blocks=args.compile,
                                    reuse_hint_features=not args.no_reuse_hint_features,
                                    cuda_graphs=args.cuda_graphs, batch_cond_uncond=args.batch_cond_uncond,
-                                   channels_last=not args.no_channels_last)
+                                   channels_last=not args.no_channels_last,
+                                   frame_attention_kernel=not args.no_frame_attention_kernel)
 
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -437,14 +440,16 @@ def run(args) -> None:
                            ("residual reuse off", dict(reuse_control_residuals=False)),
                            ("compiled blocks off", dict(compile_blocks=False)),
                            ("channels-last off", dict(channels_last=False)),
+                           ("fused frame-attention kernel off", dict(frame_attention_kernel=False)),
                            ("hint-feature reuse off", dict(reuse_hint_features=False)),
                            ("CUDA graphs off", dict(cuda_graphs=False)),
                            ("cond/uncond in the other mode", dict(batch_cond_uncond=not speed.batch_cond_uncond)),
                            ("every lever off", dict(attention_kernels=False, reuse_control_residuals=False,
                                                     compile_blocks=False, reuse_hint_features=False,
-                                                    cuda_graphs=False))):
+                                                    cuda_graphs=False, frame_attention_kernel=False))):
             if off in (dict(compile_blocks=False), dict(channels_last=False)) and not speed.compile_blocks or \
                     off == dict(channels_last=False) and not speed.channels_last or \
+                    off == dict(frame_attention_kernel=False) and not speed.frame_attention_kernel or \
                     off == dict(cuda_graphs=False) and not speed.cuda_graphs:
                 continue
             if wanted is not None and not wanted & set(off):

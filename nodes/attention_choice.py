@@ -9,6 +9,9 @@ unchanged. ComfyUI versions without the override key simply ignore it.
 """
 from __future__ import annotations
 
+import torch.nn.functional as F
+
+from ..xportrait_core import frame_attention_kernel
 from ..xportrait_core.attention_kernels import attention, attention_tokens
 
 OVERRIDE_OPTION = "optimized_attention_override"
@@ -24,6 +27,23 @@ def choose_kernel(func, q, k, v, heads, *args, **kwargs):
     return attention_tokens(q, k, v, heads)
 
 
-def temporal_attention(enabled: bool):
-    """The frame-attention callable for the temporal modules (None: torch's SDPA as is)."""
-    return attention if enabled else None
+def _fused_frames_else_chosen(q, k, v):
+    if frame_attention_kernel.fits(q, k, v):
+        return frame_attention_kernel.frame_attention(q, k, v)
+    return attention(q, k, v)
+
+
+def _fused_frames_else_sdpa(q, k, v):
+    if frame_attention_kernel.fits(q, k, v):
+        return frame_attention_kernel.frame_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def temporal_attention(kernels: bool, fused_frames: bool = False):
+    """The frame-attention callable for the temporal modules (None: torch's SDPA as is).
+
+    Module-level functions only: compiled temporal modules take the callable as an argument, and
+    a new closure per call would make torch.compile recompile them every time."""
+    if fused_frames:
+        return _fused_frames_else_chosen if kernels else _fused_frames_else_sdpa
+    return attention if kernels else None

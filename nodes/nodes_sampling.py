@@ -115,15 +115,21 @@ class SpeedSettings(io.ComfyNode):
                                          "out channels-last (NHWC) for the run, so the compiled blocks convert no "
                                          "layouts (about 8-20% faster ResBlocks on an H200). The weights are put "
                                          "back after the run. No effect without compile_blocks."),
+                io.Boolean.Input("frame_attention_kernel", default=True, optional=True,
+                                 tooltip="Run the temporal modules' attention across the 16 frames of a window as "
+                                         "one fused GPU kernel (Triton) instead of two batched matmuls and a "
+                                         "softmax. NVIDIA GPU, fp16/bf16 and Triton only; elsewhere the "
+                                         "attention_kernels choice runs. Same result to fp16 rounding."),
             ],
             outputs=[Speed.Output(display_name="speed_options", tooltip="Connect to Apply X-Portrait.")])
 
     @classmethod
     def execute(cls, attention_kernels, reuse_control_residuals, compile_blocks=False,
                 reuse_hint_features=True, cuda_graphs=False, batch_cond_uncond=False,
-                channels_last=True) -> io.NodeOutput:
+                channels_last=True, frame_attention_kernel=True) -> io.NodeOutput:
         return io.NodeOutput(SpeedOptions(attention_kernels, reuse_control_residuals, compile_blocks,
-                                          reuse_hint_features, cuda_graphs, batch_cond_uncond, channels_last))
+                                          reuse_hint_features, cuda_graphs, batch_cond_uncond, channels_last,
+                                          frame_attention_kernel))
 
 
 class MotionControl(io.ComfyNode):

@@ -18,6 +18,8 @@ from .window_sampling import BATCH_COND_UNCOND_OPTION
 
 #: transformer_options key: whether the temporal modules use the chosen frame-attention kernel.
 TEMPORAL_KERNEL_OPTION = "xportrait_temporal_kernel"
+#: transformer_options key: whether the temporal modules' frame attention runs as one fused kernel.
+FRAME_KERNEL_OPTION = "xportrait_frame_attention_kernel"
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class SpeedOptions:
     slower there).
     channels_last: with compile_blocks, the compiled networks' convolution weights are NHWC for
     the run, so the activations stay NHWC and the compiled blocks convert no layouts (no effect
-    without compile_blocks)."""
+    without compile_blocks).
+    frame_attention_kernel: the temporal modules' 16-frame attention runs as one fused Triton
+    kernel (CUDA fp16/bf16 with Triton; elsewhere the attention_kernels choice runs)."""
 
     attention_kernels: bool = True
     reuse_control_residuals: bool = True
@@ -49,6 +53,7 @@ class SpeedOptions:
     cuda_graphs: bool = False
     batch_cond_uncond: bool = False
     channels_last: bool = True
+    frame_attention_kernel: bool = True
 
 
 def apply_speed_options(model, options: SpeedOptions) -> None:
@@ -56,6 +61,7 @@ def apply_speed_options(model, options: SpeedOptions) -> None:
     transformer_options = model.model_options.setdefault("transformer_options", {})
     transformer_options[REUSE_RESIDUALS_OPTION] = options.reuse_control_residuals
     transformer_options[TEMPORAL_KERNEL_OPTION] = options.attention_kernels
+    transformer_options[FRAME_KERNEL_OPTION] = options.frame_attention_kernel
     transformer_options[COMPILE_OPTION] = options.compile_blocks
     transformer_options[CHANNELS_LAST_OPTION] = options.channels_last
     transformer_options[REUSE_HINT_FEATURES_OPTION] = options.reuse_hint_features

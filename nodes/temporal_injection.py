@@ -15,7 +15,7 @@ from ..xportrait_core.temporal import INPUT_BLOCK_SLOTS, TemporalModule, Tempora
 
 from .attention_choice import temporal_attention
 from .networks import storage_only
-from .speed_options import TEMPORAL_KERNEL_OPTION
+from .speed_options import FRAME_KERNEL_OPTION, TEMPORAL_KERNEL_OPTION
 
 TEMPORAL_KEY = "xportrait_temporal"
 
@@ -32,7 +32,8 @@ def run_temporal(layer: TemporalModule, x, emb, context, transformer_options, *u
     weight_dtype = next(layer.parameters()).dtype
     # fp8 weights are cast by their layers as they run, so the module computes in the UNet's dtype.
     compute_dtype = x.dtype if storage_only(weight_dtype) else weight_dtype
-    attention = temporal_attention(transformer_options.get(TEMPORAL_KERNEL_OPTION, True))
+    attention = temporal_attention(transformer_options.get(TEMPORAL_KERNEL_OPTION, True),
+                                   transformer_options.get(FRAME_KERNEL_OPTION, True))
     out = layer(x.to(compute_dtype), frames_per_chunk(x.shape[0], transformer_options), attention)
     return out.to(x.dtype)
 

@@ -5,8 +5,10 @@ only exist for head sizes that are multiples of 32/64, so a head size of 40 runs
 40% of that kernel's work is wasted, and it was the single largest kernel of a sampling step on
 Hopper. cuDNN's attention (Hopper only, in PyTorch's SDPA) handles 40/80/160 without padding.
 Temporal attention is the opposite extreme: a sequence of 16 frames at a batch of ~65,000
-(clips x positions x heads), where a fused kernel's per-tile set-up dominates and the plain
-batched-matmul formulation is fastest.
+(clips x positions x heads), where a fused kernel's per-tile set-up dominates and, among torch's
+own kernels, the plain batched-matmul formulation is fastest. The pack's own Triton kernel for
+it (``frame_attention_kernel``, its own lever) is faster still; this matmul formulation is its
+fallback.
 
 Measured on an H200 (bench/attention_kernels.py, fp16, 2026-12-01), ms per call:
 

@@ -99,6 +99,40 @@ def test_hint_features_are_encoded_once_per_frame_and_run(rig, inp):
     assert rel_l2(results["over budget"], results["off"]) < LEVER_BOUND
 
 
+def test_frame_attention_kernel_reaches_the_temporal_modules_and_falls_back_exactly(rig, inp):
+    """The lever hands the temporal modules the fused-kernel callable; off the GPU that callable
+    runs the attention_kernels choice, so the result is bit-identical. The kernel's own numbers
+    are checked by tests/core/test_frame_attention_kernel.py (Triton's interpreter) and
+    bench/temporal_attention.py (H200)."""
+    choice = pack_module("nodes.attention_choice")
+    temporal = [m for m in rig.temporal.model.modules() if type(m).__name__ == "TemporalModule"]
+    seen = []
+
+    def record(module, args):
+        seen.append(args[2])
+
+    def run(**levers):
+        seen.clear()
+        handles = [m.register_forward_pre_hook(record) for m in temporal]
+        try:
+            return _run(rig, inp, _speed(reuse_control_residuals=False, **levers), frames=20, timesteps=(501,))[1]
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    on = run(frame_attention_kernel=True)
+    assert seen and all(a is choice.temporal_attention(True, True) for a in seen)
+    assert seen[0] is not choice.temporal_attention(True, False)
+    off = run(frame_attention_kernel=False)
+    assert seen and all(a is choice.temporal_attention(True, False) for a in seen)
+    assert torch.equal(on, off)
+    # Without attention_kernels the fused callable falls back to torch's SDPA, as the modules' default.
+    q, k, v = (torch.randn(6, 8, 16, 40, generator=torch.Generator().manual_seed(s)) for s in range(3))
+    assert torch.equal(choice.temporal_attention(False, True)(q, k, v),
+                       torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert choice.temporal_attention(False, False) is None
+
+
 def test_temporal_modules_use_comfy_casting_layers(rig, inp):
     # Layers built from ComfyUI's ops can be streamed by its memory manager (lowvram / small cards).
     modules = rig.temporal.model
