@@ -8,7 +8,7 @@ GEMMs and the softmax. Here one program loads the queries, keys and values of a 
 head) pairs once, keeps the 16 x 16 scores in registers with the softmax in fp32, and writes the
 result straight into the token layout the module's output projection reads.
 
-Used only where it can run: CUDA, fp16/bf16, Triton importable, at most ``MAX_FRAMES`` keys and
+Used only where it can run: NVIDIA CUDA (Ampere or newer), fp16/bf16, Triton importable, at most ``MAX_FRAMES`` keys and
 head size at most ``MAX_HEAD_DIM``; otherwise the caller's kernel runs. It is registered as a
 torch custom op, so torch.compile'd blocks and CUDA-graph recordings treat it as one opaque call.
 """
@@ -103,8 +103,9 @@ def _constant_under_compile(fn):
 
 @_constant_under_compile
 def _has_tensor_cores(device_index: int) -> bool:
-    # tl.dot on fp16/bf16 needs Ampere or newer for bf16; older GPUs keep the caller's kernel.
-    return torch.cuda.get_device_capability(device_index)[0] >= 8
+    # NVIDIA Ampere or newer (tl.dot in bf16); older GPUs keep the caller's kernel, and so does
+    # ROCm, where the kernel has never run.
+    return torch.version.hip is None and torch.cuda.get_device_capability(device_index)[0] >= 8
 
 
 def fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
