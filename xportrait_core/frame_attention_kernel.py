@@ -58,29 +58,30 @@ def _padded(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
+def _output_like(q: torch.Tensor) -> torch.Tensor:
+    """The kernel's result buffer, for the kernel and for torch.compile's fake tensors alike."""
+    batch, heads, frames, head_dim = q.shape
+    return q.new_empty(batch, frames, heads, head_dim).transpose(1, 2)
+
+
 def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Run the kernel on ``[batch, heads, frames, head_dim]`` tensors (head_dim contiguous).
 
     The result is ``[batch, heads, frames, head_dim]`` viewed from a ``[batch, frames, heads,
     head_dim]`` buffer: the layout the temporal module reshapes into tokens without a copy."""
     batch, heads, frames, head_dim = q.shape
-    out = torch.empty(batch, frames, heads, head_dim, device=q.device, dtype=q.dtype).transpose(1, 2)
-    dim_pad = _padded(head_dim)
+    out = _output_like(q)
+    frames_pad, dim_pad = _padded(frames), _padded(head_dim)
     # Tiles of about 8,192 elements (8 pairs at 16 frames x 64 columns) keep q, k, v, the scores
     # and the fp32 result in a 4-warp program's registers.
-    per_program = max(1, min(16, 8192 // (dim_pad * _padded(frames))))
+    per_program = max(1, min(16, 8192 // (dim_pad * frames_pad)))
     pairs = batch * heads
     _frame_attention[(triton.cdiv(pairs, per_program),)](
         q, k, v, out, pairs, heads, frames, head_dim, head_dim ** -0.5,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        FRAMES_PAD=_padded(frames), DIM_PAD=dim_pad, PAIRS_PER_PROGRAM=per_program)
+        FRAMES_PAD=frames_pad, DIM_PAD=dim_pad, PAIRS_PER_PROGRAM=per_program)
     return out
-
-
-def _output_like(q: torch.Tensor) -> torch.Tensor:
-    batch, heads, frames, head_dim = q.shape
-    return q.new_empty(batch, frames, heads, head_dim).transpose(1, 2)
 
 
 if triton is not None and hasattr(torch.library, "custom_op"):  # torch >= 2.4
